@@ -1,0 +1,27 @@
+"""Backends: one subpackage per target kind, each exposing `build(graph, target) -> Module`.
+
+Backends are imported only when a target of their kind is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ember.errors import TargetError
+from ember.target import Target
+
+#: target kind -> the backend package that builds it
+BACKENDS = {
+    "reference": "ember.backends.reference",
+}
+
+
+def get_backend(target: Target) -> ModuleType:
+    """The backend module for `target`; TargetError names the kinds that exist."""
+    if target.kind not in BACKENDS:
+        raise TargetError(
+            f"unknown target kind {target.kind!r} (from {str(target)!r}); "
+            f"available: {', '.join(sorted(BACKENDS))}"
+        )
+    return importlib.import_module(BACKENDS[target.kind])

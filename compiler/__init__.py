@@ -1,0 +1,1 @@
+"""The compiler: frontends, graph passes, op templates and the `compile` driver."""

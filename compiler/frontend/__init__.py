@@ -1,0 +1,1 @@
+"""Model frontends: they turn a model file into ember's graph IR."""

@@ -1,0 +1,3 @@
+"""Converters for ONNX's nn operators."""
+
+from __future__ import annotations

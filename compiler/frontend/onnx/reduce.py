@@ -1,0 +1,3 @@
+"""Converters for ONNX's reduce operators."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""ember's intermediate representations: the graph IR and its operator definitions."""

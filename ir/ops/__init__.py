@@ -1,0 +1,9 @@
+"""Graph-IR operators: the registry and the op families that register into it.
+
+Importing this package registers every op. `get_op(name)` returns an op's `OpDef`.
+"""
+
+from ember.ir.ops import elementwise, nn, reduce, tensor  # noqa: F401  (registers the ops)
+from ember.ir.ops.registry import REQUIRED, OpDef, Pattern, all_ops, define_op, get_op
+
+__all__ = ["REQUIRED", "OpDef", "Pattern", "all_ops", "define_op", "get_op"]

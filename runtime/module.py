@@ -1,0 +1,155 @@
+"""Module: a compiled model, ready to run.
+
+Every target returns the same interface: `run(feeds)` for a list of outputs in graph-output
+order, `module(*arrays, **named)` for one array or a tuple, `inputs`/`outputs` as `TensorSpec`
+lists, and `benchmark()`. Inputs are checked against the signature before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from ember.errors import InputError
+from ember.ir.graph import dtype_name
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """Name, static shape and dtype of a module input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype}[{','.join(map(str, self.shape))}]"
+
+
+class Executor(Protocol):
+    """What a backend hands the runtime: run inputs in signature order, return fresh outputs."""
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkResult:
+    """Latency statistics in milliseconds over `runs` timed calls."""
+
+    median_ms: float
+    mean_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+
+    def __str__(self) -> str:
+        return (f"median {self.median_ms:.3f} ms, mean {self.mean_ms:.3f} ms, "
+                f"p10 {self.p10_ms:.3f} ms, p90 {self.p90_ms:.3f} ms ({self.runs} runs)")
+
+
+def summarize_times(times_ms: Sequence[float]) -> BenchmarkResult:
+    ordered = sorted(times_ms)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+    return BenchmarkResult(statistics.median(ordered), statistics.fmean(ordered),
+                           quantile(0.1), quantile(0.9), len(ordered))
+
+
+class Module:
+    """A compiled model. Construct through `ember.compile`."""
+
+    def __init__(self, executor: Executor, inputs: Sequence[TensorSpec],
+                 outputs: Sequence[TensorSpec], target: str):
+        self._executor = executor
+        self.inputs: list[TensorSpec] = list(inputs)
+        self.outputs: list[TensorSpec] = list(outputs)
+        self.target = target
+
+    def run(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        """Run on `feeds` (input name -> array); returns fresh arrays in graph-output order."""
+        return self._executor.run(self._check_feeds(feeds))
+
+    def __call__(self, *args: Any, **named: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run with inputs by position and/or name; one array for one output, else a tuple."""
+        if len(args) > len(self.inputs):
+            raise InputError(
+                f"the module takes {len(self.inputs)} input(s) "
+                f"({', '.join(s.name for s in self.inputs)}), got {len(args)} positional"
+            )
+        feeds = {spec.name: value for spec, value in zip(self.inputs, args)}
+        for name, value in named.items():
+            if name in feeds:
+                raise InputError(f"input {name!r} is given both by position and by name")
+            feeds[name] = value
+        outputs = self.run(feeds)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """Random feeds matching the signature (standard normal floats, small integers)."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for spec in self.inputs:
+            if spec.dtype == "bool":
+                feeds[spec.name] = rng.random(spec.shape) < 0.5
+            elif spec.dtype.startswith(("int", "uint")):
+                feeds[spec.name] = rng.integers(0, 8, spec.shape).astype(spec.dtype)
+            else:
+                feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+        return feeds
+
+    def benchmark(self, feeds: Mapping[str, Any] | None = None, repeat: int = 20,
+                  number: int = 1, warmup: int = 1) -> BenchmarkResult:
+        """Time `repeat` samples of `number` calls each (after `warmup` calls); per-call ms."""
+        inputs = self._check_feeds(feeds if feeds is not None else self.random_inputs())
+        for _ in range(warmup):
+            self._executor.run(inputs)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(number):
+                self._executor.run(inputs)
+            times.append((time.perf_counter() - start) * 1e3 / number)
+        return summarize_times(times)
+
+    def _check_feeds(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            raise InputError(
+                f"feeds must be a dict of input name -> array, got {type(feeds).__name__}"
+            )
+        expected = [spec.name for spec in self.inputs]
+        missing = [name for name in expected if name not in feeds]
+        extra = [name for name in feeds if name not in expected]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing}")
+            if extra:
+                parts.append(f"unknown {extra}")
+            raise InputError(f"inputs do not match the module: {'; '.join(parts)}; "
+                             f"it takes {[str(s) for s in self.inputs]}")
+        arrays = []
+        for spec in self.inputs:
+            value = feeds[spec.name]
+            array = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if tuple(array.shape) != spec.shape:
+                raise InputError(f"input {spec.name!r} expects shape {spec.shape}, "
+                                 f"got {tuple(array.shape)}")
+            if dtype_name(array.dtype) != spec.dtype:
+                raise InputError(f"input {spec.name!r} expects dtype {spec.dtype}, got "
+                                 f"{dtype_name(array.dtype)}; convert it with "
+                                 f".astype(np.{spec.dtype})")
+            arrays.append(array)
+        return arrays
+
+    def __repr__(self) -> str:
+        ins = ", ".join(map(str, self.inputs))
+        outs = ", ".join(map(str, self.outputs))
+        return f"<ember.Module target={self.target!r} ({ins}) -> ({outs})>"
+
