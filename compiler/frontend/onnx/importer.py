@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
@@ -115,10 +116,10 @@ def _elem_dtype(elem_type: int, what: str) -> str:
     try:
         return dtype_name(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, ValueError, TypeError):
+        known = elem_type in onnx.TensorProto.DataType.values()
+        label = onnx.TensorProto.DataType.Name(elem_type) if known else "unknown"
         raise FrontendError(
-            f"{what} has element type {elem_type} "
-            f"({onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else 'unknown'}), "
-            f"which ember does not support"
+            f"{what} has element type {elem_type} ({label}), which ember does not support"
         ) from None
 
 
@@ -216,7 +217,8 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | No
     builder = GraphBuilder(name=graph.name or "main", fold_constants=True)
     env: dict[str, str] = {}
     for value in real_inputs:
-        env[value.name] = builder.add_input(value.name, _input_type(value, input_shapes.get(value.name)))
+        pinned = input_shapes.get(value.name)
+        env[value.name] = builder.add_input(value.name, _input_type(value, pinned))
     for name, init in initializers.items():
         try:
             array = _densify(init) if isinstance(init, onnx.SparseTensorProto) \

@@ -1,0 +1,110 @@
+"""Shared test helpers: build one-node ONNX models and check ember against an oracle.
+
+The oracle for ops is onnx's own `onnx.reference.ReferenceEvaluator`, independent of ember's
+numpy references; whole models are checked against ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+import ember
+
+#: (rtol, atol) by dtype for comparing ember with an oracle
+TOLERANCES = {
+    "float16": (1e-2, 1e-3),
+    "bfloat16": (2e-2, 1e-2),
+    "float32": (1e-5, 1e-6),
+    "float64": (1e-10, 1e-12),
+}
+
+
+def tolerance(dtype: Any) -> tuple[float, float]:
+    return TOLERANCES.get(np.dtype(dtype).name, (0.0, 0.0))
+
+
+def _value_info(name: str, array: np.ndarray) -> onnx.ValueInfoProto:
+    elem = helper.np_dtype_to_tensor_dtype(array.dtype)
+    return helper.make_tensor_value_info(name, elem, array.shape)
+
+
+def node_model(
+    op_type: str,
+    inputs: Sequence[tuple[str, np.ndarray | None]],
+    attrs: Mapping[str, Any] | None = None,
+    *,
+    initializers: Sequence[str] = (),
+    outputs: Sequence[str] | int = 1,
+    output_arrays: Sequence[np.ndarray] | None = None,
+    opset: int = 18,
+    domain: str = "",
+) -> onnx.ModelProto:
+    """A model with one node. `inputs` are (name, array) pairs; a None array is an omitted
+    optional input (""). Inputs named in `initializers` become initializers (constants)."""
+    if isinstance(outputs, int):
+        output_names = [f"out{i}" for i in range(outputs)]
+    else:
+        output_names = list(outputs)
+    node = helper.make_node(op_type, [n if a is not None else "" for n, a in inputs],
+                            output_names, domain=domain or None, **(attrs or {}))
+    graph_inputs = [_value_info(n, a) for n, a in inputs if a is not None and n not in initializers]
+    inits = [onnx.numpy_helper.from_array(a, n) for n, a in inputs if n in initializers]
+    if output_arrays is None:
+        graph_outputs = [helper.make_empty_tensor_value_info(n) for n in output_names]
+    else:
+        graph_outputs = [_value_info(n, a) for n, a in zip(output_names, output_arrays)]
+    graph = helper.make_graph([node], f"{op_type}_test", graph_inputs, graph_outputs, inits)
+    opsets = [helper.make_opsetid("", opset)]
+    if domain:
+        opsets.append(helper.make_opsetid(domain, 1))
+    return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def onnx_reference(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    return [np.asarray(o) for o in ReferenceEvaluator(model).run(None, dict(feeds))]
+
+
+def check_node(
+    op_type: str,
+    inputs: Sequence[tuple[str, np.ndarray | None]],
+    attrs: Mapping[str, Any] | None = None,
+    *,
+    initializers: Sequence[str] = (),
+    outputs: Sequence[str] | int = 1,
+    opset: int = 18,
+    rtol: float | None = None,
+    atol: float | None = None,
+    target: str = "reference",
+) -> list[np.ndarray]:
+    """Compile a one-node model with ember and check every output against onnx's reference
+    evaluator: same shapes, same dtypes, values allclose at the dtype's tolerance (NaNs equal).
+    Ember's declared output types are checked too. Returns ember's outputs."""
+    feeds = {n: a for n, a in inputs if a is not None and n not in initializers}
+    probe = node_model(op_type, inputs, attrs, initializers=initializers, outputs=outputs,
+                       opset=opset)
+    expected = onnx_reference(probe, feeds)
+    model = node_model(op_type, inputs, attrs, initializers=initializers, outputs=outputs,
+                       opset=opset, output_arrays=expected)
+    module = ember.compile(model, target=target)
+    got = module.run(feeds)
+    assert len(got) == len(expected)
+    for spec, out, ref in zip(module.outputs, got, expected):
+        assert out.shape == ref.shape, f"{spec.name}: shape {out.shape} != oracle {ref.shape}"
+        assert out.dtype == ref.dtype, f"{spec.name}: dtype {out.dtype} != oracle {ref.dtype}"
+        assert spec.shape == ref.shape and spec.dtype == out.dtype.name, (
+            f"{spec.name}: declared {spec} but produced {out.dtype}{list(out.shape)}")
+        default_rtol, default_atol = tolerance(ref.dtype)
+        r = default_rtol if rtol is None else rtol
+        a = default_atol if atol is None else atol
+        if ref.dtype.kind in "fc":
+            np.testing.assert_allclose(out, ref, rtol=r, atol=a, equal_nan=True,
+                                       err_msg=f"{op_type} output {spec.name}")
+        else:
+            np.testing.assert_array_equal(out, ref, err_msg=f"{op_type} output {spec.name}")
+    return got
