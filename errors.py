@@ -41,3 +41,7 @@ class TargetError(EmberError):
 class IRError(EmberError):
     """An IR object that breaks the IR's invariants. This is a bug in ember (or in code that
     builds IR by hand), never the user's model: please report it with the printed IR."""
+
+
+class ScheduleError(EmberError):
+    """A schedule primitive applied where it cannot be: the message names the stage and axis."""
