@@ -15,6 +15,7 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 import ember
+from ember.ir.graph import dtype_name, is_float
 
 #: (rtol, atol) by dtype for comparing ember with an oracle
 TOLERANCES = {
@@ -97,14 +98,71 @@ def check_node(
     for spec, out, ref in zip(module.outputs, got, expected):
         assert out.shape == ref.shape, f"{spec.name}: shape {out.shape} != oracle {ref.shape}"
         assert out.dtype == ref.dtype, f"{spec.name}: dtype {out.dtype} != oracle {ref.dtype}"
-        assert spec.shape == ref.shape and spec.dtype == out.dtype.name, (
+        assert spec.shape == ref.shape and spec.dtype == dtype_name(out.dtype), (
             f"{spec.name}: declared {spec} but produced {out.dtype}{list(out.shape)}")
         default_rtol, default_atol = tolerance(ref.dtype)
         r = default_rtol if rtol is None else rtol
         a = default_atol if atol is None else atol
-        if ref.dtype.kind in "fc":
-            np.testing.assert_allclose(out, ref, rtol=r, atol=a, equal_nan=True,
+        if is_float(dtype_name(ref.dtype)) or ref.dtype.kind == "c":
+            # bfloat16 and float8 (ml_dtypes) compare through float32: numpy cannot directly
+            widen = ref.dtype.kind == "V"
+            np.testing.assert_allclose(out.astype(np.float32) if widen else out,
+                                       ref.astype(np.float32) if widen else ref,
+                                       rtol=r, atol=a, equal_nan=True,
                                        err_msg=f"{op_type} output {spec.name}")
+        elif dtype_name(ref.dtype) == "string":
+            assert out.astype(object).tolist() == ref.astype(object).tolist()
         else:
             np.testing.assert_array_equal(out, ref, err_msg=f"{op_type} output {spec.name}")
     return got
+
+
+def check_kernel(
+    op: str,
+    inputs: Sequence[np.ndarray | None],
+    attrs: Mapping[str, Any] | None = None,
+    *,
+    target: str = "llvm",
+    family: str = "cpu",
+    config: Any = None,
+    interpret: bool = False,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> list[np.ndarray]:
+    """Compile one graph-IR op through its template (compute, schedule, lowering, passes) and
+    check it against the op's numpy reference: natively through LLVM, or with the loop-IR
+    interpreter when `interpret`. None inputs are omitted optional inputs."""
+    from ember.compiler.ops import Workload, instantiate
+    from ember.ir.graph import TensorType, numpy_dtype
+    from ember.ir.interpreter import run_primfunc
+    from ember.ir.ops import get_op
+    from ember.target import Target
+
+    opdef = get_op(op)
+    full_attrs = opdef.make_attrs(attrs)
+    input_types = tuple(TensorType.of(x) if x is not None else None for x in inputs)
+    output_types = opdef.infer_types(full_attrs, input_types)
+    workload = Workload(op, full_attrs, input_types, output_types)
+    func = instantiate(workload, family, Target.parse(target), config)
+    expected = opdef.evaluate(full_attrs, list(inputs))
+    outputs = [np.zeros(t.shape, numpy_dtype(t.dtype)) for t in output_types]
+    args = [x for x in inputs if x is not None] + outputs
+    if interpret:
+        run_primfunc(func, args)
+    else:
+        from ember.backends.llvm import compile_primfuncs
+
+        compile_primfuncs([func], target).get(func.name)(*args)
+    for index, (out, ref) in enumerate(zip(outputs, expected)):
+        assert out.shape == ref.shape and out.dtype == ref.dtype
+        default_rtol, default_atol = tolerance(ref.dtype)
+        r = default_rtol if rtol is None else rtol
+        a = default_atol if atol is None else atol
+        if is_float(dtype_name(ref.dtype)):
+            widen = ref.dtype.kind == "V"
+            np.testing.assert_allclose(out.astype(np.float32) if widen else out,
+                                       ref.astype(np.float32) if widen else ref, rtol=r,
+                                       atol=a, equal_nan=True, err_msg=f"{op} output {index}")
+        else:
+            np.testing.assert_array_equal(out, ref, err_msg=f"{op} output {index}")
+    return outputs

@@ -3,7 +3,16 @@
 Importing this package registers every op. `get_op(name)` returns an op's `OpDef`.
 """
 
-from ember.ir.ops import elementwise, nn, reduce, tensor  # noqa: F401  (registers the ops)
+from ember.ir.ops import (  # noqa: F401  (registers the ops)
+    broadcast,
+    elementwise,
+    index,
+    nn,
+    nn_norm,
+    nn_pool,
+    reduce,
+    tensor,
+)
 from ember.ir.ops.registry import REQUIRED, OpDef, Pattern, all_ops, define_op, get_op
 
 __all__ = ["REQUIRED", "OpDef", "Pattern", "all_ops", "define_op", "get_op"]

@@ -4,7 +4,16 @@ Converters live in family modules (math, nn, reduce, tensor); importing this pac
 them all.
 """
 
-from ember.compiler.frontend.onnx import math, nn, reduce, tensor  # noqa: F401  (registers)
+from ember.compiler.frontend.onnx import (  # noqa: F401  (registers the converters)
+    index,
+    layout,
+    logic,
+    math,
+    nn,
+    nn_norm,
+    reduce,
+    tensor,
+)
 from ember.compiler.frontend.onnx.importer import import_onnx, load_model
 from ember.compiler.frontend.onnx.registry import converter, find_converter, supported_ops
 

@@ -34,8 +34,20 @@ def attribute_value(attr: onnx.AttributeProto) -> Any:
     if attr.type == onnx.AttributeProto.STRINGS:
         return [v.decode() for v in value]
     if attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-        return numpy_helper.to_array(value)  # onnx gives the dense values of a sparse tensor
+        return dense_array(value)
     return value
+
+
+def dense_array(sparse: onnx.SparseTensorProto) -> np.ndarray:
+    """The dense array of a sparse tensor (indices are flat, or one row per value)."""
+    values = numpy_helper.to_array(sparse.values)
+    indices = numpy_helper.to_array(sparse.indices)
+    dense = np.zeros(tuple(sparse.dims), dtype=values.dtype)
+    if indices.ndim == 1:
+        dense.reshape(-1)[indices] = values
+    else:
+        dense[tuple(indices.T)] = values
+    return dense
 
 
 class ConvertContext:
