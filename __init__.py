@@ -12,6 +12,7 @@ from ember.errors import (
     FrontendError,
     InputError,
     IRError,
+    ScheduleError,
     ShapeError,
     TargetError,
     UnsupportedOpError,
@@ -21,8 +22,9 @@ from ember.target import Target
 __version__ = "0.1.0"
 
 __all__ = [
-    "EmberError", "FrontendError", "IRError", "InputError", "Module", "ShapeError", "Target",
-    "TargetError", "TensorSpec", "UnsupportedOpError", "compile", "__version__",
+    "EmberError", "FrontendError", "IRError", "InputError", "Module", "ScheduleError",
+    "ShapeError", "Target", "TargetError", "TensorSpec", "UnsupportedOpError", "compile",
+    "__version__",
 ]
 
 _LAZY = {

@@ -187,6 +187,8 @@ def const(value: Any, dtype: str | None = None) -> Expr:
     """An immediate of `dtype` (default: int64 for ints, float32 for floats, bool for bools)."""
     if isinstance(value, Expr):
         return value
+    if isinstance(getattr(value, "var", None), Var):  # a te.IterVar stands for its variable
+        return value.var
     if dtype is None:
         if isinstance(value, bool):
             dtype = "bool"
@@ -383,6 +385,7 @@ class Broadcast(Expr):
 
 def _coerce(a: Any, b: Any) -> tuple[Expr, Expr]:
     """Both operands as expressions of one dtype; Python numbers take the other side's dtype."""
+    a, b = (const(x) if isinstance(getattr(x, "var", None), Var) else x for x in (a, b))
     if isinstance(a, Expr) and not isinstance(b, Expr):
         b = const(b, a.dtype)
     elif isinstance(b, Expr) and not isinstance(a, Expr):

@@ -78,7 +78,8 @@ class Load(Expr):
         return with_lanes(self.buffer.dtype, lanes)
 
     def format(self, fmt) -> str:
-        return f"{self.buffer.name}[{', '.join(fmt(i) for i in self.indices)}]"
+        text = f"{self.buffer.name}[{', '.join(fmt(i) for i in self.indices)}]"
+        return text if self.predicate is None else f"{text} if {fmt(self.predicate)}"
 
 
 # ----------------------------------------------------------------------------- statements
