@@ -8,6 +8,7 @@ The heavy parts (onnx, the compiler) load on first use.
 """
 
 from ember.errors import (
+    CodegenError,
     EmberError,
     FrontendError,
     InputError,
@@ -22,9 +23,9 @@ from ember.target import Target
 __version__ = "0.1.0"
 
 __all__ = [
-    "EmberError", "FrontendError", "IRError", "InputError", "Module", "ScheduleError",
-    "ShapeError", "Target", "TargetError", "TensorSpec", "UnsupportedOpError", "compile",
-    "__version__",
+    "CodegenError", "EmberError", "FrontendError", "IRError", "InputError", "Module",
+    "ScheduleError", "ShapeError", "Target", "TargetError", "TensorSpec", "UnsupportedOpError",
+    "compile", "__version__",
 ]
 
 _LAZY = {

@@ -45,3 +45,7 @@ class IRError(EmberError):
 
 class ScheduleError(EmberError):
     """A schedule primitive applied where it cannot be: the message names the stage and axis."""
+
+
+class CodegenError(EmberError):
+    """A backend could not generate code for a kernel; names the kernel and the IR node."""
