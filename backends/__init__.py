@@ -1,4 +1,8 @@
-"""Backends: one subpackage per target kind, each exposing `build(graph, target) -> Module`.
+"""Backends: one subpackage per target kind.
+
+A backend module names the schedule-template family its kernels come from (`TEMPLATE_FAMILY`,
+None when it runs graphs without kernels) and exposes
+`build(graph, target, kernels, num_threads) -> Module`.
 
 Backends are imported only when a target of their kind is used.
 """
@@ -14,6 +18,7 @@ from ember.target import Target
 #: target kind -> the backend package that builds it
 BACKENDS = {
     "reference": "ember.backends.reference",
+    "llvm": "ember.backends.llvm.build",
 }
 
 

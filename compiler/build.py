@@ -19,13 +19,16 @@ def compile(
     model: ModelLike | Graph,
     target: str | Target = DEFAULT_TARGET,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    num_threads: int | None = None,
 ) -> Module:
     """Compile a model for a target.
 
     Args:
         model: a path to an .onnx file, its bytes, an onnx.ModelProto, or an ember Graph.
-        target: a target string ("reference") or an `ember.Target`.
+        target: a target string ("llvm", "llvm -mcpu=skylake-avx512", "reference") or an
+            `ember.Target`.
         input_shapes: static shapes for inputs with symbolic dimensions, by input name.
+        num_threads: threads for parallel loops (default: one per core).
 
     Returns:
         a `Module`; `module.run({"input": x})` runs it.
@@ -33,4 +36,9 @@ def compile(
     target = Target.parse(target)
     backend = get_backend(target)
     graph = verify(model) if isinstance(model, Graph) else import_onnx(model, input_shapes)
-    return backend.build(graph, target)
+    kernels = None
+    if backend.TEMPLATE_FAMILY is not None:
+        from ember.compiler.kernels import lower_graph_kernels
+
+        kernels = lower_graph_kernels(graph, backend.TEMPLATE_FAMILY, target)
+    return backend.build(graph, target, kernels, num_threads=num_threads)

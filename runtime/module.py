@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ember.errors import InputError
-from ember.ir.graph import dtype_name
+from ember.ir.graph import Graph, dtype_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,16 @@ class TensorSpec:
 
     def __str__(self) -> str:
         return f"{self.name}: {self.dtype}[{','.join(map(str, self.shape))}]"
+
+
+def graph_signature(graph: Graph) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The input and output specs of a graph, in order."""
+
+    def spec(name: str) -> TensorSpec:
+        t = graph.types[name]
+        return TensorSpec(name, t.shape, t.dtype)
+
+    return [spec(n) for n in graph.inputs], [spec(n) for n in graph.outputs]
 
 
 class Executor(Protocol):
@@ -90,6 +100,12 @@ class Module:
             feeds[name] = value
         outputs = self.run(feeds)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def set_num_threads(self, count: int) -> None:
+        """Threads for parallel loops (targets without parallel code ignore it)."""
+        setter = getattr(self._executor, "set_num_threads", None)
+        if setter is not None:
+            setter(count)
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds matching the signature (standard normal floats, small integers)."""
