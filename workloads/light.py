@@ -34,13 +34,22 @@ def light_model(name: str, seed: int = 0) -> onnx.ModelProto:
     return randomize_weights(onnx.load(light_model_path(name)), seed)
 
 
-def _roles(graph: onnx.GraphProto) -> dict[str, tuple[str, int, onnx.NodeProto]]:
-    """value -> (consumer op, input index, consumer) of its first consumer, looking through
-    Unsqueeze (DenseNet and Inception v2 write batch norm as Unsqueeze + Mul + Add)."""
-    consumers: dict[str, tuple[str, int, onnx.NodeProto]] = {}
+Consumers = dict[str, tuple[str, int, onnx.NodeProto]]
+
+
+def _consumers(graph: onnx.GraphProto) -> Consumers:
+    """value -> (op, input index, node) of its first consumer."""
+    consumers: Consumers = {}
     for node in graph.node:
         for index, name in enumerate(node.input):
             consumers.setdefault(name, (node.op_type, index, node))
+    return consumers
+
+
+def _roles(graph: onnx.GraphProto) -> Consumers:
+    """value -> (consumer op, input index, consumer) of its first consumer, looking through
+    Unsqueeze (DenseNet and Inception v2 write batch norm as Unsqueeze + Mul + Add)."""
+    consumers = _consumers(graph)
     roles = {}
     for name, (op, index, node) in consumers.items():
         while op == "Unsqueeze" and node.output[0] in consumers:
@@ -49,8 +58,18 @@ def _roles(graph: onnx.GraphProto) -> dict[str, tuple[str, int, onnx.NodeProto]]
     return roles
 
 
+def _op_after(node: onnx.NodeProto, consumers: Consumers) -> str:
+    """The op that consumes `node`'s output, looking through batch norm."""
+    op = ""
+    while node.output and node.output[0] in consumers:
+        op, _, node = consumers[node.output[0]]
+        if op != "BatchNormalization":
+            break
+    return op
+
+
 def _random_weight(shape: tuple[int, ...], role: tuple[str, int, onnx.NodeProto] | None,
-                   rng: np.random.Generator) -> np.ndarray:
+                   rng: np.random.Generator, consumers: Consumers) -> np.ndarray:
     op, index, node = role if role else ("", -1, None)
     if op == "Conv" and index == 1 or op == "Gemm" and index == 1:
         if op == "Gemm":
@@ -58,9 +77,17 @@ def _random_weight(shape: tuple[int, ...], role: tuple[str, int, onnx.NodeProto]
             fan_in = shape[1] if trans_b else shape[0]
         else:
             fan_in = math.prod(shape[1:])
-        return rng.standard_normal(shape) * math.sqrt(2.0 / max(fan_in, 1))
+        # He's gain of 2 makes up for the half a ReLU zeroes; a conv feeding a conv with no
+        # ReLU between (ShuffleNet's depthwise convs) keeps a gain of 1, or each doubles the
+        # variance.
+        gain = 1.0 if op == "Conv" and _op_after(node, consumers) == "Conv" else 2.0
+        return rng.standard_normal(shape) * math.sqrt(gain / max(fan_in, 1))
     if op == "BatchNormalization":
         low_high = {1: (0.8, 1.2), 2: (-0.1, 0.1), 3: (-0.1, 0.1), 4: (0.5, 1.5)}[index]
+        if index == 1 and _op_after(node, consumers) in ("Sum", "Add"):
+            # A residual sum adds its branches' variances; a small gain on the branch keeps
+            # ResNet-50's and ShuffleNet's logits from growing to 1e3..1e5 (a one-hot softmax).
+            low_high = (0.2, 0.4)
         return rng.uniform(*low_high, size=shape)
     if op == "Mul":
         return rng.uniform(0.8, 1.2, size=shape)
@@ -78,6 +105,7 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     roles = _roles(graph)
+    consumers = _consumers(graph)
     initializers = {init.name: init for init in graph.initializer}
 
     weights: dict[str, np.ndarray] = {}
@@ -85,13 +113,14 @@ def randomize_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     for node in graph.node:
         if node.op_type == "ConstantOfShape" and node.input and node.input[0] in initializers:
             shape = tuple(int(d) for d in numpy_helper.to_array(initializers[node.input[0]]))
-            weights[node.output[0]] = _random_weight(shape, roles.get(node.output[0]), rng)
+            role = roles.get(node.output[0])
+            weights[node.output[0]] = _random_weight(shape, role, rng, consumers)
         else:
             kept_nodes.append(node)
     for name, init in initializers.items():
         array = numpy_helper.to_array(init)
         if array.dtype == np.float32 and name in roles:
-            weights[name] = _random_weight(array.shape, roles[name], rng)
+            weights[name] = _random_weight(array.shape, roles[name], rng, consumers)
 
     still_used = {name for node in kept_nodes for name in node.input}
     graph.ClearField("node")

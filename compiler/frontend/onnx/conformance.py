@@ -12,10 +12,12 @@ import dataclasses
 import functools
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from ember.compiler.frontend.onnx.importer import find_unsupported
 
@@ -89,6 +91,33 @@ def _compare(got: Any, expected: Any, rtol: float, atol: float) -> str:
     return f"values differ (max abs diff {np.nanmax(diff) if diff.size else 0:.3g})"
 
 
+def as_array(value: Any) -> Any:
+    """A case's input or expected output as numpy: onnx stores some (Cast's, the float8 and
+    4-bit cases) as TensorProto and some scalars as numpy scalars; sequences stay lists."""
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, np.generic):
+        return np.asarray(value)
+    return value
+
+
+def case_input_names(case: Any) -> list[str]:
+    """The names a case's data sets feed, in order: graph inputs that are not initializers."""
+    initializers = {init.name for init in case.model.graph.initializer}
+    return [v.name for v in case.model.graph.input if v.name not in initializers]
+
+
+def check_outputs(case: Any, outputs: Sequence[Any], expected: Sequence[Any]) -> str:
+    """"" when `outputs` match one data set's `expected`, else why not."""
+    if len(outputs) != len(expected):
+        return f"{len(outputs)} outputs, expected {len(expected)}"
+    for index, (got, want) in enumerate(zip(outputs, expected)):
+        problem = _compare(got, as_array(want), case.rtol, case.atol)
+        if problem:
+            return f"output {index}: {problem}"
+    return ""
+
+
 def run_case(case: Any, target: str = "reference") -> CaseResult:
     """Compile and run one node case on `target`."""
     import ember
@@ -96,21 +125,16 @@ def run_case(case: Any, target: str = "reference") -> CaseResult:
     op = case_op(case)
     if find_unsupported(case.model):
         return CaseResult(case.name, op, "unsupported")
-    initializers = {init.name for init in case.model.graph.initializer}
-    input_names = [v.name for v in case.model.graph.input if v.name not in initializers]
+    input_names = case_input_names(case)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             module = ember.compile(case.model, target=target)
             for inputs, expected in case.data_sets:
-                outputs = module.run(dict(zip(input_names, inputs)))
-                if len(outputs) != len(expected):
-                    return CaseResult(case.name, op, "fail",
-                                      f"{len(outputs)} outputs, expected {len(expected)}")
-                for index, (got, want) in enumerate(zip(outputs, expected)):
-                    problem = _compare(got, want, case.rtol, case.atol)
-                    if problem:
-                        return CaseResult(case.name, op, "fail", f"output {index}: {problem}")
+                outputs = module.run(dict(zip(input_names, map(as_array, inputs))))
+                problem = check_outputs(case, outputs, expected)
+                if problem:
+                    return CaseResult(case.name, op, "fail", problem)
     except Exception as error:  # any exception fails the case; record its first line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return CaseResult(case.name, op, "error", f"{type(error).__name__}: {first_line}")

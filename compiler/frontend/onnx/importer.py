@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from ember.compiler.frontend.onnx.context import ConvertContext
+from ember.compiler.frontend.onnx.context import ConvertContext, dense_array
 from ember.compiler.frontend.onnx.registry import (
     canonical_domain,
     find_converter,
@@ -29,7 +28,7 @@ from ember.compiler.frontend.onnx.registry import (
 )
 from ember.errors import EmberError, FrontendError, IRError, ShapeError, UnsupportedOpError
 from ember.ir.builder import GraphBuilder
-from ember.ir.graph import Graph, TensorType, dtype_name
+from ember.ir.graph import DTYPES, Graph, TensorType, dtype_name
 from ember.ir.verify import verify
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto
@@ -105,8 +104,11 @@ def _check(model: onnx.ModelProto) -> onnx.ModelProto:
             f"the model is not valid ONNX (onnx.checker): {str(error).strip()}"
         ) from None
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    except (onnx.shape_inference.InferenceError, RuntimeError) as error:
+        # Not strict: strict mode also rejects some of onnx's own function bodies (MVN-13);
+        # type errors still fail here, and ember's own inference checks every shape.
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as error:
+        # ValueError: an element type number onnx does not know ("Invalid tensor data type")
         raise FrontendError(
             f"ONNX shape inference rejects the model: {str(error).strip()}"
         ) from None
@@ -114,13 +116,17 @@ def _check(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _elem_dtype(elem_type: int, what: str) -> str:
     try:
-        return dtype_name(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+        dtype = dtype_name(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, ValueError, TypeError):
+        dtype = None
+    if dtype not in DTYPES:
         known = elem_type in onnx.TensorProto.DataType.values()
         label = onnx.TensorProto.DataType.Name(elem_type) if known else "unknown"
         raise FrontendError(
-            f"{what} has element type {elem_type} ({label}), which ember does not support"
-        ) from None
+            f"{what} has element type {elem_type} ({label}), which ember does not support; "
+            f"supported: {', '.join(DTYPES)}"
+        )
+    return dtype
 
 
 def _input_type(value: onnx.ValueInfoProto, pinned: Sequence[int] | None) -> TensorType:
@@ -198,6 +204,10 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | No
             _unsupported_message(unsupported),
             {(d, op): nodes for (d, op, _), nodes in unsupported.items()},
         )
+    # Before onnx's checker, whose message for both is "must be topologically sorted".
+    _check_order(proto.graph, {v.name for v in proto.graph.input}
+                 | {init.name for init in proto.graph.initializer}
+                 | {sparse.values.name for sparse in proto.graph.sparse_initializer})
     proto = _check(proto)
     opsets = model_opsets(proto)
     graph = proto.graph
@@ -221,12 +231,11 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | No
         env[value.name] = builder.add_input(value.name, _input_type(value, pinned))
     for name, init in initializers.items():
         try:
-            array = _densify(init) if isinstance(init, onnx.SparseTensorProto) \
+            array = dense_array(init) if isinstance(init, onnx.SparseTensorProto) \
                 else numpy_helper.to_array(init)
         except (ValueError, TypeError, RuntimeError, IndexError) as error:
             raise FrontendError(f"initializer {name!r} cannot be read: {error}") from None
         env[name] = builder.add_constant(array, hint=name)
-    _check_order(graph, set(env))
 
     for node in graph.node:
         opset = opsets.get(canonical_domain(node.domain), 1)
@@ -251,7 +260,12 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | No
         for onnx_name, value in zip(node.output, results):
             if not onnx_name:
                 continue
-            # Keep the model's own names where the value is new, so printed IR reads like it.
+            # Keep the model's own names where the value is new, so printed IR reads like it
+            # and graph outputs keep their names. A converter that emits several nodes names
+            # the first after the ONNX output (the hint): move that intermediate aside.
+            if value in created_here and value != onnx_name and onnx_name in created_here \
+                    and onnx_name not in results:
+                builder.rename(onnx_name, builder.fresh(onnx_name), since_node=first_new_node)
             if value in created_here and value != onnx_name and onnx_name not in builder.types:
                 builder.rename(value, onnx_name, since_node=first_new_node)
                 value = onnx_name
@@ -277,15 +291,3 @@ def _output_value(builder: GraphBuilder, value: str, name: str, taken: list[str]
     (out,) = builder.add_node("identity", [value], hint=name)
     builder.fold_constants = saved
     return out
-
-
-def _densify(sparse: onnx.SparseTensorProto) -> np.ndarray:
-    values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices)
-    dense = np.zeros(tuple(sparse.dims), dtype=values.dtype)
-    if indices.ndim == 1:
-        dense.reshape(-1)[indices] = values
-    else:
-        dense[tuple(indices.T)] = values
-    return dense
-
