@@ -1,4 +1,4 @@
-"""The `ember` command line: inspect, run and demo (`python -m ember` works too)."""
+"""The `ember` command line: inspect, compile, run and demo (`python -m ember` works too)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,22 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(f"  {op:<24}{count:>6}")
 
 
+def cmd_compile(args: argparse.Namespace) -> None:
+    import ember
+
+    start = time.perf_counter()
+    module = ember.compile(args.model, target=args.target,
+                           input_shapes=_parse_shapes(args.input_shape))
+    seconds = time.perf_counter() - start
+    stats = module.kernel_stats()
+    print(f"compiled {args.model} for {module.target} in {seconds:.2f} s: "
+          f"{stats['kernels']} kernel(s) for {stats['steps']} step(s)")
+    for spec in module.inputs:
+        print(f"  input  {spec}")
+    for spec in module.outputs:
+        print(f"  output {spec}")
+
+
 def _load_inputs(path: str | None, module) -> dict[str, np.ndarray]:
     if path is None:
         return module.random_inputs(seed=0)
@@ -112,9 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
     inspect.set_defaults(func=cmd_inspect)
 
+    compile_ = commands.add_parser("compile", help="compile a model; print time and kernels")
+    compile_.add_argument("model", help="path to an .onnx model")
+    compile_.add_argument("--target", default="llvm", help="compilation target (llvm, reference)")
+    compile_.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    compile_.set_defaults(func=cmd_compile)
+
     run = commands.add_parser("run", help="compile a model and run it once")
     run.add_argument("model", help="path to an .onnx model")
-    run.add_argument("--target", default="reference", help="compilation target (reference)")
+    run.add_argument("--target", default="llvm", help="compilation target (llvm, reference)")
     run.add_argument("--inputs", help=".npz file of inputs by name (default: random inputs)")
     run.add_argument("--output", "-o", help="write the outputs to this .npz file")
     run.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)

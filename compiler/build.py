@@ -12,7 +12,7 @@ from ember.ir.verify import verify
 from ember.runtime.module import Module
 from ember.target import Target
 
-DEFAULT_TARGET = "reference"
+DEFAULT_TARGET = "llvm"
 
 
 def compile(

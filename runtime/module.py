@@ -107,6 +107,12 @@ class Module:
         if setter is not None:
             setter(count)
 
+    def kernel_stats(self) -> dict[str, int]:
+        """How many distinct kernels the module runs, in how many steps (0 and 0 for targets
+        that interpret the graph)."""
+        steps = getattr(self._executor, "steps", [])
+        return {"kernels": len({step.name for step in steps}), "steps": len(steps)}
+
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds matching the signature (standard normal floats, small integers)."""
         rng = np.random.default_rng(seed)

@@ -1,5 +1,5 @@
-"""Whole models: the onnx package's nine light models, compiled for the reference target, match
-ONNX Runtime on a seeded random input.
+"""Whole models: the onnx package's nine light models, compiled for the reference and llvm
+targets, match ONNX Runtime on a seeded random input.
 
 Each model gets seeded random weights (`ember.workloads.light.light_model`; its shipped weights
 are one constant) and one extra graph output, the logits that enter its final Softmax, so a
@@ -101,8 +101,9 @@ def assert_close(name: str, what: str, got: np.ndarray, expected: np.ndarray) ->
                                err_msg=f"{name} {what}: ember vs ONNX Runtime")
 
 
+@pytest.mark.parametrize("target", ["reference", "llvm"])
 @pytest.mark.parametrize("name", LIGHT_MODELS)
-def test_light_model_matches_onnxruntime(name: str) -> None:
+def test_light_model_matches_onnxruntime(name: str, target: str) -> None:
     model, logits_name = with_logits_output(light_model(name, seed=SEED))
     output_names = [value.name for value in model.graph.output]
 
@@ -115,7 +116,7 @@ def test_light_model_matches_onnxruntime(name: str) -> None:
     other_logits = session.run([logits_name], {input_info.name: other})[0]
     assert_informative(name, expected[logits_name], other_logits)
 
-    module = ember.compile(model, target="reference")
+    module = ember.compile(model, target=target)
     assert [spec.name for spec in module.inputs] == [input_info.name]
     assert [spec.name for spec in module.outputs] == output_names
     got = dict(zip(output_names, module.run({input_info.name: x})))

@@ -83,13 +83,32 @@ def test_inspect_unpinned_symbolic_shape_is_an_error(symbolic_path, capsys):
     assert err.startswith("ember: error: graph input 'x' has symbolic shape ('batch', 3)")
 
 
+# -- compile
+
+
+def test_compile_reports_time_and_kernels(model_path, capsys):
+    assert main(["compile", model_path]) == 0
+    out = capsys.readouterr().out
+    assert "for llvm in" in out and "3 kernel(s) for 3 step(s)" in out
+    assert "  input  x: float32[2,3]" in out
+
+
+def test_run_on_both_targets_agrees(model_path, tmp_path):
+    for target in ("llvm", "reference"):
+        assert main(["run", model_path, "--target", target, "-o",
+                     str(tmp_path / f"{target}.npz")]) == 0
+    with np.load(tmp_path / "llvm.npz") as ours, np.load(tmp_path / "reference.npz") as ref:
+        for name in ref.files:
+            np.testing.assert_allclose(ours[name], ref[name], rtol=1e-6)
+
+
 # -- run
 
 
 def test_run_on_random_inputs(model_path, capsys):
     assert main(["run", model_path]) == 0
     out = capsys.readouterr().out
-    assert "compiled for reference in" in out and "on random inputs (seed 0)" in out
+    assert "compiled for llvm in" in out and "on random inputs (seed 0)" in out
     assert "  y: float32[2, 3]  sum=" in out
     assert "  out2: float32[2, 3]  sum=" in out
 
@@ -183,7 +202,8 @@ def test_demo_squeezenet(capsys):
     assert main(["demo", "--model", "squeezenet", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "model: light_squeezenet" in out
-    assert "compiled for 'reference'" in out
+    assert "compiled for 'llvm'" in out
+    assert "output vs reference executor: max abs difference" in out
     # checked against ONNX Runtime when it is installed (it is, in the test environment)
     pytest.importorskip("onnxruntime")
     assert "output vs ONNX Runtime: max abs difference" in out
