@@ -38,7 +38,7 @@ def compile(
     graph = verify(model) if isinstance(model, Graph) else import_onnx(model, input_shapes)
     kernels = None
     if backend.TEMPLATE_FAMILY is not None:
-        from ember.compiler.kernels import lower_graph_kernels
+        from ember.compiler.kernels import graph_kernels
 
-        kernels = lower_graph_kernels(graph, backend.TEMPLATE_FAMILY, target)
+        kernels = graph_kernels(graph, backend.TEMPLATE_FAMILY, target)
     return backend.build(graph, target, kernels, num_threads=num_threads)

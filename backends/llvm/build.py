@@ -1,14 +1,20 @@
-"""The llvm target's build step: lowered kernels + graph -> a runnable Module.
+"""The llvm target's build step: the graph's kernels + graph -> a runnable Module.
 
-Kernels compile to machine code once per process and target (cached by name: names are
-workload hashes); a model's missing kernels compile together in one LLVM module. The module
-runs on the stepwise executor with 64-byte-aligned buffers.
+Each distinct kernel compiles to machine code once: a kernel found in this process's memory or
+in the on-disk cache (cache.py) is neither lowered nor compiled again; the others are lowered
+through the compiler's callback and compiled, one LLVM module each so each can be cached. The
+module runs on the stepwise executor with 64-byte-aligned buffers.
 """
 
 from __future__ import annotations
 
-from ember.backends.llvm.host import resolve_target
-from ember.backends.llvm.jit import compile_primfuncs
+import hashlib
+
+import llvmlite
+
+from ember.backends.llvm.cache import DiskKernelCache, default_cache_dir
+from ember.backends.llvm.host import TargetInfo, resolve_target
+from ember.backends.llvm.jit import compile_primfuncs, load_objects
 from ember.backends.llvm.parallel import set_num_threads
 from ember.backends.llvm.runtime import Kernel, empty_aligned
 from ember.ir.graph import Graph
@@ -19,22 +25,37 @@ from ember.target import Target
 #: the schedule-template family this backend's kernels come from
 TEMPLATE_FAMILY = "cpu"
 
-_COMPILED: dict[tuple[str, Target], Kernel] = {}
+_COMPILED: dict[str, Kernel] = {}
+disk_cache = DiskKernelCache(default_cache_dir())
 
 
-def compile_kernels(funcs, target: Target) -> dict[str, Kernel]:
-    """Machine code for each PrimFunc (final form), reusing kernels compiled before."""
-    missing = [f for f in funcs if (f.name, target) not in _COMPILED]
-    if missing:
-        library = compile_primfuncs(missing, resolve_target(str(target)))
-        for func in missing:
-            _COMPILED[(func.name, target)] = library.get(func.name)
-    return {f.name: _COMPILED[(f.name, target)] for f in funcs}
+def kernel_key(identity: str, target: Target, info: TargetInfo) -> str:
+    text = "\n".join([identity, str(target), info.triple, info.cpu, info.features,
+                      llvmlite.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def compile_kernels(kernels, target: Target) -> dict[str, Kernel]:
+    """Machine code for each distinct kernel of `kernels` (the compiler's GraphKernels)."""
+    info = resolve_target(str(target))
+    out: dict[str, Kernel] = {}
+    for name in dict.fromkeys(kernels.node_kernels):
+        key = kernel_key(kernels.identities[name], target, info)
+        if key not in _COMPILED:
+            cached = disk_cache.get(key)
+            if cached is not None:
+                data, signature = cached
+                _COMPILED[key] = load_objects([data], [signature], info).get(signature.name)
+            else:
+                library = compile_primfuncs([kernels.lower(name)], info)
+                _COMPILED[key] = library.get(name)
+                disk_cache.put(key, b"".join(library.object_code), _COMPILED[key].signature)
+        out[name] = _COMPILED[key]
+    return out
 
 
 def build(graph: Graph, target: Target, kernels, num_threads: int | None = None) -> Module:
-    """`kernels` is the compiler's GraphKernels for `graph` (ember.compiler.kernels)."""
-    compiled = compile_kernels(kernels.funcs, target)
+    compiled = compile_kernels(kernels, target)
     if num_threads is not None:
         set_num_threads(num_threads)
     executor = StepwiseExecutor(

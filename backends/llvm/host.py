@@ -137,8 +137,10 @@ def new_target_machine(info: TargetInfo, pic: bool = False) -> llvm.TargetMachin
         reloc="pic" if pic else "default", codemodel="jitdefault" if not pic else "default")
 
 
-def jit_engine(module: llvm.ModuleRef, info: TargetInfo, what: str) -> llvm.ExecutionEngine:
-    """An MCJIT engine holding `module`, compiled and linked into this process.
+def jit_engine(module: llvm.ModuleRef, info: TargetInfo, what: str
+               ) -> tuple[llvm.ExecutionEngine, list[bytes]]:
+    """An MCJIT engine holding `module`, compiled and linked into this process, and the object
+    code it compiled (which `object_engine` can load again, e.g. from a cache).
 
     MCJIT links a symbol it cannot find to address 0 without a word, and calling it would
     crash the process; so the object code's undefined symbols are looked up first, and a
@@ -147,12 +149,26 @@ def jit_engine(module: llvm.ModuleRef, info: TargetInfo, what: str) -> llvm.Exec
     objects: list[bytes] = []
     engine.set_object_cache(lambda _module, data: objects.append(data), lambda _module: None)
     engine.finalize_object()
+    _check_symbols(objects, what)
+    return engine, objects
+
+
+def object_engine(objects: list[bytes], info: TargetInfo, what: str) -> llvm.ExecutionEngine:
+    """An MCJIT engine holding object code compiled earlier by `jit_engine` for `info`."""
+    _check_symbols(objects, what)
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine(info))
+    for data in objects:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+    engine.finalize_object()
+    return engine
+
+
+def _check_symbols(objects: list[bytes], what: str) -> None:
     missing = sorted({name for data in objects for name in undefined_symbols(data)
                       if llvm.address_of_symbol(name) is None})
     if missing:
         raise CodegenError(f"the code for {what} calls {', '.join(missing)}, which this "
                            f"process does not provide")
-    return engine
 
 
 def undefined_symbols(elf: bytes) -> list[str]:

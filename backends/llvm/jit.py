@@ -26,9 +26,15 @@ from collections.abc import Sequence
 import llvmlite.binding as llvm
 
 from ember.backends.llvm import codegen
-from ember.backends.llvm.host import TargetInfo, jit_engine, resolve_target, target_machine
+from ember.backends.llvm.host import (
+    TargetInfo,
+    jit_engine,
+    object_engine,
+    resolve_target,
+    target_machine,
+)
 from ember.backends.llvm.parallel import get_runtime, load_libgomp, runtime_module_ir
-from ember.backends.llvm.runtime import DEFAULT_ALIGN, CompiledLibrary, Kernel
+from ember.backends.llvm.runtime import DEFAULT_ALIGN, CompiledLibrary, Kernel, KernelSignature
 from ember.errors import CodegenError, EmberError
 from ember.ir.loop import PrimFunc
 from ember.target import Target
@@ -77,6 +83,8 @@ class JitLibrary(CompiledLibrary):
         self.info = info
         self.llvm_ir = llvm_ir
         self.optimized_ir = optimized_ir
+        #: the machine code MCJIT made, loadable again with `load_objects`
+        self.object_code: list[bytes] = []
 
     def assembly(self) -> str:
         """The optimized module as the target's assembly text."""
@@ -115,12 +123,14 @@ def compile_primfuncs(funcs: Sequence[PrimFunc], target: str | Target | TargetIn
     module = parse_and_verify(text, [f.name for f in funcs])
     optimize(module, info)
     optimized = str(module)
-    engine = jit_engine(module, info, ", ".join(s.name for s in signatures))
+    engine, objects = jit_engine(module, info, ", ".join(s.name for s in signatures))
     kernels = {}
     for signature in signatures:
         address = engine.get_function_address(signature.symbol)
         kernels[signature.name] = Kernel(signature, address, engine, param_align)
-    return JitLibrary(kernels, engine, info, text, optimized)
+    library = JitLibrary(kernels, engine, info, text, optimized)
+    library.object_code = objects
+    return library
 
 
 def emit_object(funcs: Sequence[PrimFunc], target: str | Target | TargetInfo = "llvm", *,
@@ -160,3 +170,17 @@ def export_library(library: JitLibrary, path: str, compiler: str | None = None) 
         if result.returncode != 0:
             raise EmberError(f"linking {path} failed ({' '.join(command)}):\n{result.stderr}")
     return path
+
+
+def load_objects(objects: list[bytes], signatures: Sequence[KernelSignature],
+                 target: str | Target | TargetInfo = "llvm",
+                 param_align: int = DEFAULT_ALIGN) -> CompiledLibrary:
+    """Kernels from object code that `compile_primfuncs` made earlier (`library.object_code`)
+    in a process of this machine, without compiling anything."""
+    info = resolve_target(target)
+    get_runtime()
+    _libm_loaded()
+    engine = object_engine(objects, info, ", ".join(s.name for s in signatures))
+    kernels = {s.name: Kernel(s, engine.get_function_address(s.symbol), engine, param_align)
+               for s in signatures}
+    return CompiledLibrary(kernels, engine)

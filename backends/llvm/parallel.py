@@ -391,7 +391,7 @@ class ParallelRuntime:
         text = runtime_module_ir(info, self.gomp)
         module = llvm.parse_assembly(text)
         module.verify()
-        self.engine = jit_engine(module, info, "the parallel runtime")
+        self.engine, _ = jit_engine(module, info, "the parallel runtime")
         self.launch_address = self.engine.get_function_address("__ember_parallel_launch")
         llvm.add_symbol("__ember_parallel_launch", self.launch_address)
 
