@@ -69,6 +69,10 @@ ComputeFn = Callable[[Workload, Sequence["te.Tensor | None"]], Sequence["te.Tens
 
 
 class ScheduleTemplate(Protocol):
+    """A schedule template. It may also define `function_attrs(workload) -> dict`, attributes
+    of the generated function for the backend (e.g. {"fast_math": ("contract",)} for ops whose
+    semantics allow fusing a multiply and an add into one FMA)."""
+
     def space(self, workload: Workload, target: Target) -> ConfigSpace: ...
 
     def schedule(self, workload: Workload, config: Config, sch: Schedule,
@@ -76,6 +80,14 @@ class ScheduleTemplate(Protocol):
 
 
 ExternFn = Callable[[Workload, str], PrimFunc]
+
+class ContractsToFMA:
+    """For templates of sums of products (conv, matmul): contracting a*b + c into one fused
+    multiply-add (one rounding instead of two) is within these ops' semantics, and faster."""
+
+    def function_attrs(self, workload: Workload) -> dict[str, Any]:
+        return {"fast_math": ("contract",)}
+
 
 _COMPUTES: dict[str, ComputeFn] = {}
 _EXTERNS: dict[str, ExternFn] = {}
@@ -171,4 +183,7 @@ def instantiate(workload: Workload, family: str, target: Target,
     template.schedule(workload, config, sch, outputs, target)
     params = [t for t in inputs if t is not None] + outputs
     func = lower(sch, params, name)
+    function_attrs = getattr(template, "function_attrs", None)
+    if function_attrs is not None:
+        func = func.replace(attrs=tuple(sorted(function_attrs(workload).items())))
     return run_pipeline(func)

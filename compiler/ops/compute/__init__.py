@@ -1,0 +1,12 @@
+"""Target-independent tensor-expression computes, one per graph-IR op (importing registers)."""
+
+from ember.compiler.ops.compute import (  # noqa: F401
+    broadcast,
+    elementwise,
+    injective,
+    nn,
+    norm,
+    pool,
+    reduce,
+    scan,
+)
