@@ -18,9 +18,11 @@ from test_templates_elementwise import kernel, loops, vector_stores
 
 from ember.compiler.ops import Workload, instantiate
 from ember.ir import loop as L
+from ember.ir.expr import Ramp
 from ember.ir.graph import TensorType
 from ember.ir.interpreter import run_primfunc
 from ember.ir.ops import get_op
+from ember.ir.visitor import collect
 from ember.target import Target
 
 RNG = np.random.default_rng(5)
@@ -318,3 +320,12 @@ def test_channel_concat_reads_whole_vectors():
                   {"axis": 1})
     (store,) = vector_stores(func)
     assert store.indices[0].stride.value == 1
+
+
+def test_flatten_copies_contiguous_vectors():
+    # merging (C, H, W) into one axis reads through div/mod; the reshape schedule splits the
+    # merged axis along the input's axes, so loads are contiguous too, not gathers
+    func = kernel("reshape", [((8, 64, 32, 32), "float32")], {"shape": (8, 65536)})
+    (store,) = vector_stores(func)
+    (load,) = collect(store.value, L.Load)
+    assert isinstance(load.indices[0], Ramp) and load.indices[0].stride.value == 1

@@ -117,39 +117,60 @@ def reduce(workload: Workload, inputs: Sequence[te.Tensor | None]) -> list[te.Te
 
 
 def arg_reducer(op: str, dtype: str, last: bool) -> CommReducer:
-    """The (index, value) reducer of argmax/argmin: the extreme value wins, NaN above all;
-    ties go to the smaller index (the larger with `last`). Order-independent, so any loop
-    order gives the references' answer."""
+    """The (index, value) reducer of argmax/argmin, for a reduction loop that runs in order
+    (see [Note: arg-reductions run in order]): a strictly better value takes over, so the
+    first extreme stays; with `last`, an equal one takes over too, so the last one stays.
+    NaN compares false and never takes over: `arg_reduce` finds NaNs in a second reduction."""
     li, lv = Var("lhs.index", INDEX), Var("lhs.value", dtype)
     ri, rv = Var("rhs.index", INDEX), Var("rhs.value", dtype)
-    better = rv > lv if op == "argmax" else rv < lv
-    tie = E.eq(rv, lv)
-    earlier = ri > li if last else ri < li
-    if is_float(dtype):
-        r_nan, l_nan = call("isnan", rv), call("isnan", lv)
-        better = better | (r_nan & E.logical_not(l_nan))
-        tie = tie | (r_nan & l_nan)
-    take = better | (tie & earlier)
+    if op == "argmax":
+        take = rv >= lv if last else rv > lv
+    else:
+        take = rv <= lv if last else rv < lv
     result = (select(take, ri, li), select(take, rv, lv))
+    # starting from index 0 with the least extreme value, an axis of equal values (even the
+    # least extreme ones) gives the first index, or the last with `last`
     extreme = E.min_value(dtype) if op == "argmax" else E.max_value(dtype)
-    # the identity's index loses every tie, so an all-extreme axis still gives a real index
-    sentinel = const(-1 if last else (1 << 63) - 1)
-    return CommReducer((li, lv), (ri, rv), result, (sentinel, extreme), name=op)
+    return CommReducer((li, lv), (ri, rv), result, (const(0), extreme), name=op)
 
 
 @register_compute("argmax", "argmin")
 def arg_reduce(workload: Workload, inputs: Sequence[te.Tensor | None]) -> list[te.Tensor]:
+    """[Note: arg-reductions run in order] The index of the extreme value with ties broken
+    by position is a commutative reduction only if every step compares indices too, which
+    puts an index comparison and NaN tests on the loop-carried path: 7x slower. So the
+    reducers here rely on the reduction loop running in ascending order (the CPU reduce
+    schedule keeps it serial; an rfactor must combine partial results in order), and NaN,
+    which numpy's argmax treats as the extreme, is found by a second, plain min/max
+    reduction over the positions of NaNs."""
     (x,) = inputs
     attrs = workload.attrs
     out = workload.output_types[0]
-    axis = attrs.axis
+    axis, last = attrs.axis, attrs.select_last_index
+    steps = x.static_shape[axis]
+    reducer = arg_reducer(workload.op, x.dtype, last)
     (raxis,) = _reduce_axes(x.static_shape, (axis,))
-    reducer = arg_reducer(workload.op, x.dtype, attrs.select_last_index)
 
     def pair(*i: Expr) -> tuple[Expr, Expr]:
         index = reduction_index(x.ndim, (axis,), attrs.keepdims, i, [raxis])
         first = reducer((raxis.var, x[index]), axis=[raxis])
         return first, dataclasses.replace(first, value_index=1)
 
-    index, _ = te.compute(out.shape, pair, name=f"{workload.op}.pair")
-    return [te.compute(out.shape, lambda *i: index[i], name=workload.op)]
+    position, _ = te.compute(out.shape, pair, name=f"{workload.op}.pair")
+    if not is_float(x.dtype):
+        return [te.compute(out.shape, lambda *i: position[i], name=workload.op)]
+
+    (naxis,) = _reduce_axes(x.static_shape, (axis,))
+    none = const(-1 if last else steps)
+    nan_reducer = te.max if last else te.min
+
+    def first_nan(*i: Expr) -> Expr:
+        index = reduction_index(x.ndim, (axis,), attrs.keepdims, i, [naxis])
+        return nan_reducer(select(call("isnan", x[index]), naxis.var, none), axis=[naxis])
+
+    nan_position = te.compute(out.shape, first_nan, name=f"{workload.op}.nan")
+
+    def result(*i: Expr) -> Expr:
+        return select(E.ne(nan_position[i], none), nan_position[i], position[i])
+
+    return [te.compute(out.shape, result, name=workload.op)]

@@ -87,6 +87,10 @@ def workload_dtypes(workload: Workload) -> list[str]:
     return [t.dtype for t in (*workload.input_types, *workload.output_types) if t is not None]
 
 
+def output_dtypes(workload: Workload) -> list[str]:
+    return [t.dtype for t in workload.output_types]
+
+
 def extent_of(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
@@ -193,7 +197,9 @@ class InjectiveSchedule:
         space = ConfigSpace()
         rank = max((len(t.shape) for t in workload.output_types), default=0)
         space.define_knob("vector_axes", [0, *range(1, min(rank, MAX_VECTOR_AXES) + 1)])
-        lanes = vector_lanes(workload_dtypes(workload), target)
+        # The output's dtype sets the width: inputs are read at the same lanes (wider ones
+        # take two registers), and index inputs of gathers are read once per vector.
+        lanes = vector_lanes(output_dtypes(workload), target)
         choices = sorted({max(1, lanes // 4), max(1, lanes // 2), lanes, lanes * 2})
         space.define_knob("lanes", choices)
         space.set_default("lanes", lanes)

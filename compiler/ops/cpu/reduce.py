@@ -5,21 +5,26 @@ Two loop nests, by where the input's innermost axis goes:
 - reduced (a row reduction, `sum(x, axis=-1)`): one loop over the fused output axes, parallel
   when the input is large, around a serial reduction that walks memory contiguously;
 - kept (a column reduction, `sum(x, axis=0)` of a matrix, or over C of NCHW): the last output
-  axis is split by the vector width and its inner part runs innermost, vectorized, so each
-  reduction step adds one SIMD register of neighbouring outputs:
+  axis is cut into blocks of vectors (`block_vectors`: as many as keep the accumulators in L1
+  and still give every core a block); for each block the reduction walks the input one row
+  at a time and accumulates a vector of neighbouring outputs per instruction:
 
-      for parallel rows_and_chunks:
-          acc[chunk] = 0                          # vector
-          for r in reduced: acc[chunk] += x[..., r, ..., chunk]   # vector
+      for parallel rows_and_blocks:
+          acc[block] = 0                                           # vectors
+          for r in reduced:
+              for chunk in block: acc[chunk] += x[..., r, ..., chunk]   # vector
 
-A later issue adds rfactor-style vector reductions for the first kind.
+A later issue adds rfactor-style vector reductions for the first kind. Reduction loops always
+run serially in ascending order, which arg-reductions rely on (compute/reduce.py's
+[Note: arg-reductions run in order]).
 
 When the op finishes its result in a second stage (half floats accumulate in float32, means
-divide, arg-reductions keep the index of an (index, value) pair), the accumulation is computed
-inside the output stage's outer loop (`compute_at`), so the accumulator is one chunk of
-registers, not a buffer of the output's size.
+divide, arg-reductions pick an index from two reductions), the reductions are computed inside
+the output stage's outer loop (`compute_at`), so their accumulators are one block, not
+buffers of the output's size.
 
-Knobs: `lanes` (the vector width of the second kind) and `parallel`.
+Knobs: `lanes` (the vector width of column reductions), `parallel` and `block` (vectors per
+block, 0: automatic).
 """
 
 from __future__ import annotations
@@ -77,48 +82,52 @@ def block_vectors(rows: int, chunks: int, lanes: int, accumulator_bytes: int,
     return max(1, min(budget, -(-chunks // wanted_blocks)))
 
 
-def schedule_reduction(sch: Schedule, reduction: te.Tensor, output: te.Tensor, lanes: int,
-                       parallel: bool, block: int = 0) -> None:
-    """Schedule `reduction` (a te reduction stage) and `output` (the op's result: the same
-    stage, or an elementwise stage reading the reduction at the same index). `block` is the
-    number of vectors of outputs a column reduction accumulates at once (0: automatic)."""
-    red, host = sch[reduction], sch[output]
+def schedule_reduction(sch: Schedule, reductions: Sequence[te.Tensor], output: te.Tensor,
+                       lanes: int, parallel: bool, block: int = 0) -> None:
+    """Schedule `reductions` (te reduction stages over the output's shape) and `output` (the
+    op's result: the only reduction itself, or an elementwise stage reading the reductions at
+    its own index). `block` is the number of vectors of outputs a column reduction
+    accumulates at once (0: automatic)."""
+    host = sch[output]
+    stages = [sch[r] for r in reductions]
     shape = output.static_shape
-    data = list(red.op.axis)
-    reduce_axes = list(red.op.reduce_axis)
     host_axes = list(host.op.axis)
     parallel = parallel and math.prod(shape) > 1
-    if innermost_is_reduced(red.op) or not shape or shape[-1] == 1:
+    if any(innermost_is_reduced(s.op) for s in stages) or not shape or shape[-1] == 1:
         fused = _fuse(host, host_axes)
         if fused is None:
-            return  # one output element; the reduction stays a root stage
+            return  # one output element; the reductions stay root stages
         if parallel:
             host.parallel(fused)
-        if red is not host:
-            red.compute_at(host, fused)
+        for stage in stages:
+            if stage is not host:
+                stage.compute_at(host, fused)
         return
     # A column reduction: blocks of the last output axis, each accumulated over the reduced
     # axes one row of the input at a time, a vector of outputs per instruction.
     lanes = max(1, min(lanes, shape[-1]))
     rows = math.prod(shape[:-1])
-    accumulator_bytes = sum(ITEMSIZE.get(t.dtype, 8) for t in red.op.outputs)
+    accumulator_bytes = sum(ITEMSIZE.get(t.dtype, 8) for s in stages for t in s.op.outputs)
     block = block or block_vectors(rows, -(-shape[-1] // lanes), lanes, accumulator_bytes,
                                    parallel)
     blocks, within = host.split(host_axes[-1], factor=lanes * block)
     chunks, vector = host.split(within, factor=lanes)
-    if red is host:
-        red.reorder(*host_axes[:-1], blocks, *reduce_axes, chunks, vector)
+    if host in stages:
+        host.reorder(*host_axes[:-1], blocks, *host.op.reduce_axis, chunks, vector)
     fused = _fuse(host, [*host_axes[:-1], blocks])
     host.vectorize(vector)
     if parallel:
         host.parallel(fused)
-    if red is not host:
+    for stage in stages:
+        if stage is host:
+            continue
         # the accumulation of one block runs inside the output's loop over blocks: its
         # accumulators are one block, not a buffer of the output's size
-        red.compute_at(host, fused)
-        red_chunks, red_vector = red.split(data[-1], factor=lanes)
-        red.reorder(*data[:-1], *reduce_axes, red_chunks, red_vector)
-        red.vectorize(red_vector)
+        stage.compute_at(host, fused)
+        data = list(stage.op.axis)
+        stage_chunks, stage_vector = stage.split(data[-1], factor=lanes)
+        stage.reorder(*data[:-1], *stage.op.reduce_axis, stage_chunks, stage_vector)
+        stage.vectorize(stage_vector)
 
 
 @register_schedule("cpu", Pattern.REDUCE)
@@ -147,6 +156,5 @@ class ReduceSchedule:
             injective.schedule(workload, injective.space(workload, target).default, sch,
                                outputs, target)
             return
-        (stage,) = reductions
-        schedule_reduction(sch, stage.op.output(0), output, config["lanes"],
-                           config["parallel"], config["block"])
+        schedule_reduction(sch, [s.op.output(0) for s in reductions], output,
+                           config["lanes"], config["parallel"], config["block"])
