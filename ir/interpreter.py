@@ -71,7 +71,9 @@ class _Interpreter:
                 case E.Mul():
                     return a * b
                 case E.Div() if integer:
-                    return np.trunc(np.true_divide(a, b)).astype(_np(e.dtype))
+                    # C division truncates toward zero; in integers (floats lose bits past 2**53)
+                    quotient = a // b
+                    return quotient + ((a % b != 0) & ((a < 0) != (b < 0)))
                 case E.Div():
                     return a / b
                 case E.FloorDiv():
