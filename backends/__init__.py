@@ -2,6 +2,7 @@
 
 A backend module names the schedule-template family its kernels come from (`TEMPLATE_FAMILY`,
 None when it runs graphs without kernels) and exposes
+`check_target(target)` (TargetError before any work) and
 `build(graph, target, kernels, num_threads) -> Module`.
 
 Backends are imported only when a target of their kind is used.

@@ -35,6 +35,7 @@ def compile(
     """
     target = Target.parse(target)
     backend = get_backend(target)
+    backend.check_target(target)
     graph = verify(model) if isinstance(model, Graph) else import_onnx(model, input_shapes)
     kernels = None
     if backend.TEMPLATE_FAMILY is not None:

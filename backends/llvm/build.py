@@ -29,6 +29,11 @@ _COMPILED: dict[str, Kernel] = {}
 disk_cache = DiskKernelCache(default_cache_dir())
 
 
+def check_target(target: Target) -> None:
+    """TargetError for a target this backend cannot compile for (before any work is done)."""
+    resolve_target(str(target))
+
+
 def kernel_key(identity: str, target: Target, info: TargetInfo) -> str:
     text = "\n".join([identity, str(target), info.triple, info.cpu, info.features,
                       llvmlite.__version__])

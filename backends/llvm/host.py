@@ -100,7 +100,8 @@ def resolve_target(target: str | Target | TargetInfo = "llvm") -> TargetInfo:
     triple = options.get("mtriple", host_triple)
     cpu = options.get("mcpu", "native")
     mattr = options.get("mattr", "")
-    opt_level = int(options.get("opt-level", "3"))
+    level = options.get("opt-level", "3")
+    opt_level = int(level) if level.isdigit() else -1
     if not 0 <= opt_level <= 3:
         raise TargetError(f"target {str(target)!r}: opt-level must be 0..3, got {opt_level}")
     if cpu == "native":

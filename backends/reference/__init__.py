@@ -12,8 +12,12 @@ from ember.target import Target
 TEMPLATE_FAMILY = None
 
 
-def build(graph: Graph, target: Target, kernels=None, num_threads: int | None = None) -> Module:
+def check_target(target: Target) -> None:
     if target.options:
         raise TargetError(f"the reference target takes no options, got {str(target)!r}")
+
+
+def build(graph: Graph, target: Target, kernels=None, num_threads: int | None = None) -> Module:
+    check_target(target)
     inputs, outputs = graph_signature(graph)
     return Module(ReferenceExecutor(graph), inputs, outputs, str(target))
