@@ -36,13 +36,12 @@ import math
 from collections.abc import Sequence
 
 from ember.compiler.ops.compute.nn import PAD_TAG
+from ember.compiler.ops.cpu.hardware import CpuFacts, cpu_facts
 from ember.compiler.ops.cpu.matmul import (
     ACCUMULATOR_REGISTERS,
     MAX_UNROLLED_VECTORS,
-    CpuFacts,
     accumulator,
     add_default_knob,
-    cpu_facts,
     fuse_parallel,
     row_tile,
     tile_choices,

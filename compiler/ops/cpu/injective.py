@@ -26,11 +26,11 @@ learns the general rule (reported to the lead).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Sequence
 
 from ember.compiler.ops.compute.injective import reshape_groups
+from ember.compiler.ops.cpu.hardware import cpu_facts
 from ember.compiler.ops.registry import Workload, register_schedule
 from ember.compiler.space import Config, ConfigSpace
 from ember.ir import te
@@ -55,24 +55,9 @@ ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16"
 # ----------------------------------------------------------------------------- the machine
 
 
-@functools.cache
-def _host_vector_bytes() -> int:
-    try:
-        import llvmlite.binding as llvm
-
-        features = llvm.get_host_cpu_features()
-    except (ImportError, RuntimeError):
-        return 16
-    if features.get("avx512f"):
-        return 64
-    if features.get("avx2") or features.get("avx"):
-        return 32
-    return 16
-
-
 def vector_bytes(target: Target) -> int:
     """The width of one SIMD register in bytes for `target` (the host's: 64 with AVX-512)."""
-    return _host_vector_bytes()
+    return cpu_facts(target).vector_bytes
 
 
 def vector_lanes(dtypes: Iterable[str], target: Target) -> int:

@@ -25,15 +25,13 @@ cache: it extends this template by adding knobs to `space` and stages to `schedu
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import os
 from collections.abc import Sequence
 
+from ember.compiler.ops.cpu.hardware import CpuFacts, cpu_facts
 from ember.compiler.ops.registry import ContractsToFMA, Workload, register_schedule
 from ember.compiler.space import Config, ConfigSpace, divisors
 from ember.ir import te
-from ember.ir.graph import numpy_dtype
 from ember.ir.schedule import Schedule, Stage, is_reduction
 from ember.target import Target
 
@@ -45,52 +43,6 @@ MAX_UNROLLED_VECTORS = 8
 #: kernels doing fewer scalar operations than this stay serial: a parallel launch costs
 #: about 4 us, some 10K cycles, more than such a vectorized kernel runs
 PARALLEL_MIN_WORK = 1 << 18
-
-
-# ----------------------------------------------------------------------------- hardware
-
-
-@functools.cache
-def _host_vector_bytes() -> int:
-    try:
-        import llvmlite.binding as llvm
-
-        features = llvm.get_host_cpu_features().flatten()
-    except Exception:  # no llvmlite: assume SSE-class vectors
-        return 16
-    if "+avx512f" in features.split(","):
-        return 64
-    if "+avx" in features.split(","):
-        return 32
-    return 16
-
-
-@dataclasses.dataclass(frozen=True)
-class CpuFacts:
-    """What a CPU schedule needs to know about the machine."""
-
-    vector_bytes: int
-    cores: int
-
-    def lanes(self, dtype: str) -> int:
-        """Elements of `dtype` in one vector register."""
-        return max(1, self.vector_bytes // numpy_dtype(dtype).itemsize)
-
-
-def cpu_facts(target: Target) -> CpuFacts:
-    """Vector width from the target's -mattr (+/-avx512f, +/-avx) or the host, and cores
-    from -num-threads or the host's CPU count."""
-    attrs = target.attrs
-    features = attrs.get("mattr", "").split(",")
-    vector_bytes = _host_vector_bytes()
-    if "-avx512f" in features and vector_bytes > 32:
-        vector_bytes = 32
-    elif "+avx512f" in features:
-        vector_bytes = 64
-    elif "-avx" in features:
-        vector_bytes = 16
-    cores = int(attrs.get("num-threads", 0)) or os.cpu_count() or 1
-    return CpuFacts(vector_bytes, cores)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -26,10 +26,9 @@ import math
 from collections.abc import Sequence
 
 from ember.compiler.ops.compute.nn import STATS_TAG
+from ember.compiler.ops.cpu.hardware import CpuFacts, cpu_facts
 from ember.compiler.ops.cpu.matmul import (
-    CpuFacts,
     add_default_knob,
-    cpu_facts,
     fuse_inner,
     fuse_parallel,
     row_tile,

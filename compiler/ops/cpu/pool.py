@@ -30,7 +30,8 @@ from ember.compiler.ops.cpu.conv import (
     tiles_of,
     window_space,
 )
-from ember.compiler.ops.cpu.matmul import CpuFacts, cpu_facts, fuse_parallel, vector_length
+from ember.compiler.ops.cpu.hardware import CpuFacts, cpu_facts
+from ember.compiler.ops.cpu.matmul import fuse_parallel, vector_length
 from ember.compiler.ops.registry import Workload, register_schedule
 from ember.compiler.space import Config, ConfigSpace
 from ember.ir import te
