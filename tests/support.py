@@ -166,3 +166,25 @@ def check_kernel(
         else:
             np.testing.assert_array_equal(out, ref, err_msg=f"{op} output {index}")
     return outputs
+
+
+def check_lowered(sch: Any, tensors: Sequence[Any], reference: Any, name: str = "f",
+                  func: Any = None, seed: int = 3) -> Any:
+    """Lower `sch` (unless `func` is given), run it with the loop-IR interpreter on seeded
+    random inputs, and compare the outputs with `reference(*inputs)`. Returns the function."""
+    from ember.ir import te
+    from ember.ir.interpreter import run_primfunc
+    from ember.ir.lower import lower
+
+    func = func or lower(sch, tensors, name)
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal(t.static_shape).astype(t.dtype) for t in tensors
+              if isinstance(t.op, te.PlaceholderOp)]
+    outputs = [np.zeros(t.static_shape, t.dtype) for t in tensors
+               if not isinstance(t.op, te.PlaceholderOp)]
+    run_primfunc(func, inputs + outputs)
+    expected = reference(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    return func

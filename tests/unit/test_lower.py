@@ -5,9 +5,11 @@ structural assertions check what a test is about (loop order, a guard, an Alloca
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
+from support import check_lowered
 
 from ember.errors import ScheduleError
 from ember.ir import expr as E
@@ -18,21 +20,7 @@ from ember.ir.lower import lower
 from ember.ir.schedule import create_schedule, decl_tensor_intrin
 from ember.ir.visitor import collect, transform
 
-
-def run(s, tensors, reference, name="f", func=None):
-    """Lower `s` (unless `func` is given), run it on random inputs, compare with numpy."""
-    func = func or lower(s, tensors, name)
-    rng = np.random.default_rng(3)
-    inputs = [rng.standard_normal(t.static_shape).astype(t.dtype) for t in tensors
-              if isinstance(t.op, te.PlaceholderOp)]
-    outputs = [np.zeros(t.static_shape, t.dtype) for t in tensors
-               if not isinstance(t.op, te.PlaceholderOp)]
-    run_primfunc(func, inputs + outputs)
-    expected = reference(*inputs)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    for got, want in zip(outputs, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    return func
+run = functools.partial(check_lowered, seed=3)
 
 
 def loop_names(stmt):

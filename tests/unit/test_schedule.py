@@ -2,33 +2,20 @@
 still computes the same values (run by the loop-IR interpreter against numpy), and the
 ScheduleError every misuse raises, naming the stage and the axis."""
 
-import numpy as np
+import functools
+
 import pytest
+from support import check_lowered
 
 from ember.errors import EmberError, ScheduleError
 from ember.ir import expr as E
 from ember.ir import loop as L
 from ember.ir import te
-from ember.ir.interpreter import run_primfunc
 from ember.ir.lower import lower
 from ember.ir.schedule import create_schedule
 from ember.ir.visitor import collect
 
-
-def run(s, tensors, reference, name="f"):
-    """Lower `s`, run it on random inputs and compare with `reference(*inputs)`."""
-    func = lower(s, tensors, name)
-    rng = np.random.default_rng(7)
-    inputs = [rng.standard_normal(t.static_shape).astype(t.dtype) for t in tensors
-              if isinstance(t.op, te.PlaceholderOp)]
-    outputs = [np.zeros(t.static_shape, t.dtype) for t in tensors
-               if not isinstance(t.op, te.PlaceholderOp)]
-    run_primfunc(func, inputs + outputs)
-    expected = reference(*inputs)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    for got, want in zip(outputs, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    return func
+run = functools.partial(check_lowered, seed=7)
 
 
 def loops(func):
