@@ -205,21 +205,71 @@ def _accumulate(e: E.Expr, scale: int, terms: dict[E.Expr, int]) -> int:
 
 
 def _merge_div_mod(terms: dict[E.Expr, int]) -> None:
-    """(x // c) * c * k + (x % c) * k  ->  x * k: what flattening a fused loop leaves behind."""
+    """Merge the pairs of terms that flattening fused loops leaves behind. For constants
+    c, m > 0 and any coefficient k, with `//` and `%` rounding toward negative infinity:
+
+        (x // c) * c * k            + (x % c) * k   ->  x * k
+        (x // c) % m * c * k        + (x % c) * k   ->  (x % (c * m)) * k
+        (x % (c * m)) // c * c * k  + (x % c) * k   ->  (x % (c * m)) * k
+
+    and the first with `x` itself a quotient, `(y // (c0 * c)) * c * k + (y // c0) % c * k ->
+    (y // c0) * k`. Each is exact for every integer x, negative ones included (write x as
+    q * c + r with 0 <= r < c: then x // (c * m) == q // m), but not for truncating division.
+    Repeated until none applies, so that the chain of three or more fused axes,
+    `(f // 512) * 512 + (f // 64) % 8 * 64 + f % 64`, collapses from the inside out: `f % 64`
+    absorbs the middle term into `f % 512`, which then absorbs the first into `f`.
+    """
     changed = True
     while changed:
         changed = False
         for term, coeff in list(terms.items()):
-            if not (isinstance(term, E.FloorMod) and isinstance(term.b, E.IntImm)
-                    and term.b.value > 0 and coeff):
+            if not (coeff and isinstance(term, E.FloorMod) and _positive(term.b)):
                 continue
-            div = E.FloorDiv(term.a, term.b)
-            if terms.get(div, 0) != coeff * term.b.value:
-                continue
-            terms[term] = terms[div] = 0
-            _accumulate(term.a, coeff, terms)
-            changed = True
-            break
+            want = coeff * term.b.value  # type: ignore[attr-defined]
+            for partner, partner_coeff in list(terms.items()):
+                if partner_coeff != want or partner == term:
+                    continue
+                merged = _merge_pair(term, partner)
+                if merged is None:
+                    continue
+                terms[term] = terms[partner] = 0
+                _accumulate(merged, coeff, terms)
+                changed = True
+                break
+            if changed:
+                break
+
+
+def _positive(e: E.Expr) -> bool:
+    return isinstance(e, E.IntImm) and e.value > 0
+
+
+def _quotients(x: E.Expr, c: int, dtype: str) -> tuple[E.Expr, ...]:
+    """The forms `x // c` takes: as written, and (for `x = y // c0`) as the simplifier folds
+    it, `y // (c0 * c)`."""
+    forms: tuple[E.Expr, ...] = (E.FloorDiv(x, E.IntImm(c, dtype)),)
+    if isinstance(x, E.FloorDiv) and _positive(x.b):
+        total = x.b.value * c  # type: ignore[attr-defined]
+        if wrap(total, dtype) == total:
+            forms += (E.FloorDiv(x.a, E.IntImm(total, dtype)),)
+    return forms
+
+
+def _merge_pair(mod: E.FloorMod, partner: E.Expr) -> E.Expr | None:
+    """`mod + partner * c` as one expression, where `mod` is `x % c` (c > 0), when `partner`
+    is one of the forms `_merge_div_mod` merges; else None."""
+    x, c, dtype = mod.a, mod.b.value, mod.dtype  # type: ignore[attr-defined]
+    quotients = _quotients(x, c, dtype)
+    if partner in quotients:
+        return x
+    if isinstance(partner, E.FloorMod) and _positive(partner.b) and partner.a in quotients:
+        size = c * partner.b.value  # type: ignore[attr-defined]
+        return E.FloorMod(x, E.IntImm(size, dtype)) if wrap(size, dtype) == size else None
+    if (isinstance(partner, E.FloorDiv) and partner.b == mod.b
+            and isinstance(partner.a, E.FloorMod) and partner.a.a == x
+            and _positive(partner.a.b) and partner.a.b.value % c == 0):  # type: ignore
+        return partner.a
+    return None
 
 
 def build_linear(terms: Mapping[E.Expr, int], constant: int, dtype: str) -> E.Expr:

@@ -3,8 +3,10 @@ bounds, and removal of dead code (provably true/false guards, loops of extent 0 
 branches that cannot run, lets of constants).
 
 It runs three times in the standard pipeline (ir/passes/__init__.py): on the lowered form, after
-storage flattening (where `(f // 16) * 16 + f % 16` from fused loops must become `f` again) and
-after vectorization and unrolling (where copies of a loop body fold their constants).
+storage flattening (where `(f // 16) * 16 + f % 16` from fused loops must become `f` again, and
+so must `(f // 512) * 512 + (f // 64) % 8 * 64 + f % 64` from three fused axes: see
+`arith._merge_div_mod`) and after vectorization and unrolling (where copies of a loop body fold
+their constants).
 
 How it works. Statements are walked top-down so that every loop variable's range
 `[min, min + extent - 1]` is known while its body is simplified (`IntervalAnalysis`); each

@@ -13,16 +13,21 @@ from hypothesis import strategies as st
 
 from ember.ir import expr as E
 from ember.ir import loop as L
+from ember.ir import te
 from ember.ir.interpreter import run_primfunc
+from ember.ir.lower import lower
 from ember.ir.passes import NOP, run_pipeline, simplify, verify_primfunc
 from ember.ir.passes.arith import Interval, IntervalAnalysis, linear_form
+from ember.ir.schedule import create_schedule
+from ember.ir.visitor import collect
 
 F = L.ForKind
 i, j, k, f, u = E.Var("i"), E.Var("j"), E.Var("k"), E.Var("f"), E.Var("u")
+w = E.Var("w")  # a loop over three fused axes of (4, 8, 64)
 x, y = E.Var("x", "float32"), E.Var("y", "float32")
 b8 = E.Var("b8", "int8")
 p, q = E.Var("p", "bool"), E.Var("q", "bool")
-BOUNDS = {i: (0, 3), j: (0, 15), k: (0, 3), f: (0, 63)}  # u, x, y, b8: unknown
+BOUNDS = {i: (0, 3), j: (0, 15), k: (0, 3), f: (0, 63), w: (0, 2047)}  # u, x, y, b8: unknown
 
 
 def c(value, dtype="int64"):
@@ -39,6 +44,30 @@ TRUE, FALSE = c(1, "bool"), c(0, "bool")
 
 def bc(e, lanes=4):
     return E.Broadcast(e, lanes)
+
+
+def fd(a, d, dtype="int64"):
+    return E.FloorDiv(a, c(d, dtype))
+
+
+def fm(a, d, dtype="int64"):
+    return E.FloorMod(a, c(d, dtype))
+
+
+def mul(a, factor, dtype="int64"):
+    return E.Mul(a, c(factor, dtype))
+
+
+def add(*terms):
+    acc = terms[0]
+    for t in terms[1:]:
+        acc = E.Add(acc, t)
+    return acc
+
+
+# What flattening a loop fused from axes of sizes (4, 8, 64) leaves: w // 512, (w // 64) % 8
+# and w % 64, scaled by the row-major strides.
+W_OUTER, W_MIDDLE, W_INNER = mul(fd(w, 512), 512), mul(fm(fd(w, 64), 8), 64), fm(w, 64)
 
 
 RULES = [
@@ -106,6 +135,52 @@ RULES = [
     ("(i*16 + j) % 16 -> j", E.FloorMod(E.Add(E.Mul(i, c(16)), j), c(16)), j),
     ("(f // 16) * 16 + f % 16 -> f",
      E.Add(E.Mul(E.FloorDiv(f, c(16)), c(16)), E.FloorMod(f, c(16))), f),
+    # -- nested div/mod chains of three or more fused axes (exact for every x under floor
+    #    rounding, so they fire for x of unknown sign too)
+    ("three fused axes -> w", add(W_OUTER, W_MIDDLE, W_INNER), w),
+    ("three fused axes, inner term first", add(W_INNER, W_OUTER, W_MIDDLE), w),
+    ("three fused axes, middle term first", add(W_MIDDLE, W_INNER, W_OUTER), w),
+    ("(x // c) % m * c + x % c -> x % (c*m)", add(W_MIDDLE, W_INNER), fm(w, 512)),
+    ("x % c + (x // c) % m * c -> x % (c*m)", add(W_INNER, W_MIDDLE), fm(w, 512)),
+    ("(x % (c*m)) // c * c + x % c -> x % (c*m)", add(mul(fd(fm(w, 512), 64), 64), W_INNER),
+     fm(w, 512)),
+    ("x % c + (x % n) // c * c where c divides n", add(W_INNER, mul(fd(fm(w, 1024), 64), 64)),
+     fm(w, 1024)),
+    ("(x // (c*m)) * (c*m) + x % (c*m) -> x", add(mul(fd(w, 512), 512), fm(w, 512)), w),
+    ("nested chain with an outer multiplier", add(mul(fm(fd(w, 64), 8), 192), mul(W_INNER, 3)),
+     mul(fm(w, 512), 3)),
+    ("three fused axes with an outer multiplier",
+     E.Mul(add(W_OUTER, W_MIDDLE, W_INNER), c(-2)), mul(w, -2)),
+    ("fused chain among other terms", add(mul(i, 4096), W_MIDDLE, c(5), W_INNER),
+     add(mul(i, 4096), fm(w, 512), c(5))),
+    ("four fused axes -> w", add(mul(fd(w, 512), 512), mul(fm(fd(w, 64), 8), 64),
+                                 mul(fm(fd(w, 8), 8), 8), fm(w, 8)), w),
+    ("(y // (c0*m)) * m + (y // c0) % m -> y // c0", add(mul(fd(w, 512), 8), fm(fd(w, 64), 8)),
+     fd(w, 64)),
+    ("(x // c1) // c2 inside the chain", add(mul(fm(fd(fd(w, 8), 8), 8), 64), W_INNER),
+     fm(w, 512)),
+    ("x of unknown sign: (u // 4) % 8 * 4 + u % 4 -> u % 32",
+     add(mul(fm(fd(u, 4), 8), 4), fm(u, 4)), fm(u, 32)),
+    ("x of unknown sign: three fused axes -> u",
+     add(mul(fd(u, 32), 32), mul(fm(fd(u, 4), 8), 4), fm(u, 4)), u),
+    ("int8 chain whose modulus fits", add(mul(fm(fd(b8, 4, "int8"), 8, "int8"), 4, "int8"),
+                                          fm(b8, 4, "int8")), fm(b8, 32, "int8")),
+    ("keep: truncating div (wrong for negative x)", add(mul(fm(E.Div(u, c(4)), 8), 4), fm(u, 4)),
+     add(mul(fm(E.Div(u, c(4)), 8), 4), fm(u, 4))),
+    ("keep: coefficient is not c", add(mul(fm(fd(w, 64), 8), 32), W_INNER),
+     add(mul(fm(fd(w, 64), 8), 32), W_INNER)),
+    ("keep: divisor is not the modulus", add(mul(fm(fd(w, 32), 8), 64), W_INNER),
+     add(mul(fm(fd(w, 32), 8), 64), W_INNER)),
+    ("keep: different x", add(W_MIDDLE, fm(u, 64)), add(W_MIDDLE, fm(u, 64))),
+    ("keep: c does not divide n", add(mul(fd(fm(w, 500), 64), 64), W_INNER),
+     add(mul(fd(fm(w, 500), 64), 64), W_INNER)),
+    ("keep: negative modulus", add(mul(fm(fd(w, 64), -8), 64), W_INNER),
+     add(mul(fm(fd(w, 64), -8), 64), W_INNER)),
+    ("keep: outer term's coefficient is not c*m", add(mul(fd(w, 512), 256), fm(w, 512)),
+     add(mul(fd(w, 512), 256), fm(w, 512))),
+    ("keep: int8 modulus c*m does not fit", add(mul(fm(fd(b8, 16, "int8"), 16, "int8"), 16,
+                                                    "int8"), fm(b8, 16, "int8")),
+     add(mul(fm(fd(b8, 16, "int8"), 16, "int8"), 16, "int8"), fm(b8, 16, "int8"))),
     ("x // d when 0 <= x < d", E.FloorDiv(j, c(16)), c(0)),
     ("x % d when 0 <= x < d", E.FloorMod(E.Add(i, c(4)), c(8)), E.Add(i, c(4))),
     ("lanes in one block shift", E.FloorDiv(E.Add(j, c(32)), c(16)), c(2)),
@@ -369,6 +444,64 @@ def test_pipeline_preserves_semantics_of_random_expressions(func, outer_kind, in
     after = run_pipeline(func)
     np.testing.assert_array_equal(_run(after).reshape(-1), _run(func).reshape(-1),
                                   err_msg=f"{func}\n{after}")
+
+
+@st.composite
+def _fused_chains(draw):
+    """The flat index of a loop fused from 2 to 4 axes, `sum((x // stride) % size * stride)`
+    (the outermost term `(x // stride) * stride`, or left out), in a random term order and
+    times a random multiplier; with what it must simplify to."""
+    sizes = draw(st.lists(st.integers(1, 6), min_size=2, max_size=4))
+    with_outer = draw(st.booleans())
+    scale = draw(st.sampled_from([1, 1, 2, -3]))
+    terms, stride = [], 1
+    for position, size in enumerate(reversed(sizes)):
+        quotient = u if stride == 1 else fd(u, stride)
+        if position == len(sizes) - 1 and with_outer:
+            terms.append(mul(quotient, stride * scale))
+        else:
+            terms.append(mul(fm(quotient, size), stride * scale))
+        stride *= size
+    order = draw(st.permutations(terms))
+    merged = u if with_outer else fm(u, stride)
+    return add(*order), merged if scale == 1 else mul(merged, scale)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_fused_chains(), st.integers(-200, 100))
+def test_fused_div_mod_chains_collapse_exactly(chain, start):
+    before, merged = chain
+    # Structurally, for an x of unknown sign ...
+    assert simplify(simplify(before) - merged) == c(0), f"{before} -> {simplify(before)}"
+    # ... and by value, through the interpreter, for a loop over negative and positive x.
+    out = L.Buffer("out", (2, 128), "int64")
+    body = L.For(u, c(start), c(128), F.SERIAL, L.seq(
+        L.Store(out, (c(0), u - start), before), L.Store(out, (c(1), u - start), merged)))
+    func = L.PrimFunc("f", (out,), body)
+    expected = _run(func)
+    np.testing.assert_array_equal(expected[0], expected[1])
+    np.testing.assert_array_equal(_run(verify_primfunc(simplify(func))), expected)
+
+
+@pytest.mark.parametrize("shape", [(4, 8, 64), (4, 7, 56), (3, 5, 7), (2, 3, 4, 5)])
+def test_fusing_three_or_more_axes_vectorizes(shape):
+    # The fused loop's flat index must collapse back to the loop variable for the store to be a
+    # contiguous ramp; (3, 5, 7) and (2, 3, 4, 5) leave a guarded (masked) tail.
+    A = te.placeholder(shape, "float32", "A")
+    B = te.compute(shape, lambda *index: A[index] * 2.0, name="B")
+    s = create_schedule(B)
+    fused = s[B].fuse(*s[B].op.axis)
+    _, inner = s[B].split(fused, factor=16)
+    s[B].vectorize(inner)
+    func = run_pipeline(lower(s, [A, B], "k"))
+    stores = collect(func.body, L.Store)
+    assert len(stores) == 1, func
+    (index,) = stores[0].indices
+    assert isinstance(index, E.Ramp) and index.stride == c(1) and index.lanes == 16, func
+    a = np.arange(math.prod(shape), dtype=np.float32)
+    b = np.zeros_like(a)
+    run_primfunc(func, [a, b])
+    np.testing.assert_array_equal(b, a * 2)
 
 
 _FLOAT_CONSTANTS = [0.0, -0.0, 1.0, -1.0, 0.1, 3.5, math.inf, -math.inf, math.nan, 1e30]

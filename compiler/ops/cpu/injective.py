@@ -19,9 +19,10 @@ Knobs (`InjectiveSchedule.space`): `vector_axes` (0 = decide from the reads), `l
 
 [Note: fused vector axes] Fusing k trailing axes leaves `(f // c) * c + f % c`-shaped indices
 that the loop-IR simplifier must merge back into `f` for the vectorizer to see a contiguous
-ramp. Today it merges one such level (two fused axes) but not two (three axes: the nested
-`(f // 9) % 7 * 9` term is not matched), so `MAX_VECTOR_AXES` is 2; raise it when the simplifier
-learns the general rule (reported to the lead).
+ramp. It merges nested chains too (`(f // 63) * 63 + (f // 9) % 7 * 9 + f % 9` -> `f`), so
+three fused axes vectorize; `MAX_VECTOR_AXES` caps the vector loop at three axes, enough for
+every layout ember's ops produce, and keeps the per-element index arithmetic of the fallback
+path small.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from ember.target import Target
 #: Outputs with fewer elements run on one thread: a parallel launch costs a few microseconds.
 PARALLEL_MIN_ELEMENTS = 16 * 1024
 #: How many trailing axes may be fused into the vectorized loop (see [Note: fused vector axes]).
-MAX_VECTOR_AXES = 2
+MAX_VECTOR_AXES = 3
 
 #: Bytes per element of each dtype a kernel computes with.
 ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2,
