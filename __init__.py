@@ -15,6 +15,7 @@ from ember.errors import (
     IRError,
     ScheduleError,
     ShapeError,
+    SpecializationNeeded,
     TargetError,
     UnsupportedOpError,
 )
@@ -24,8 +25,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CodegenError", "EmberError", "FrontendError", "IRError", "InputError", "Module",
-    "ScheduleError", "ShapeError", "Target", "TargetError", "TensorSpec", "UnsupportedOpError",
-    "compile", "__version__",
+    "ScheduleError", "ShapeError", "SpecializationNeeded", "Target", "TargetError",
+    "TensorSpec", "UnsupportedOpError", "compile", "__version__",
 ]
 
 _LAZY = {

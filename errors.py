@@ -26,6 +26,19 @@ class UnsupportedOpError(FrontendError):
         self.unsupported = unsupported
 
 
+class SpecializationNeeded(FrontendError):
+    """A shape-deciding value (Reshape's shape, Slice's starts, Range's limit, ...) is computed
+    from graph inputs, so the model cannot be compiled once for all their values.
+
+    `inputs` names the graph inputs the value depends on. `ember.compile` catches it and
+    returns a module that compiles once per distinct value of those inputs, at run time.
+    """
+
+    def __init__(self, message: str, inputs: tuple[str, ...]):
+        super().__init__(message)
+        self.inputs = inputs
+
+
 class ShapeError(EmberError):
     """Shapes or dtypes that an operator cannot accept."""
 

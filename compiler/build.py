@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import onnx
+
 from ember.backends import get_backend
 from ember.compiler.frontend.onnx import import_onnx
-from ember.compiler.frontend.onnx.importer import ModelLike
+from ember.compiler.frontend.onnx.importer import ModelLike, load_model
+from ember.errors import SpecializationNeeded
 from ember.ir.graph import Graph
 from ember.ir.verify import verify
 from ember.runtime.module import Module
@@ -31,12 +34,33 @@ def compile(
         num_threads: threads for parallel loops (default: one per core).
 
     Returns:
-        a `Module`; `module.run({"input": x})` runs it.
+        a `Module`; `module.run({"input": x})` runs it. When a shape-deciding input of a node
+        (Reshape's shape, Slice's starts, ...) is computed from graph inputs, the module
+        compiles the model at run time, once per distinct value of those inputs (cached);
+        its `outputs` then show None for dimensions only known at run time.
     """
     target = Target.parse(target)
     backend = get_backend(target)
     backend.check_target(target)
-    graph = verify(model) if isinstance(model, Graph) else import_onnx(model, input_shapes)
+    if isinstance(model, Graph):
+        return _build(verify(model), target, num_threads)
+    proto = load_model(model)
+
+    def compile_static(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> Module:
+        return _build(import_onnx(proto, shapes), target, num_threads)
+
+    try:
+        return compile_static(proto, input_shapes or {})
+    except SpecializationNeeded as needed:
+        # A shape-deciding value comes from graph inputs: compile per value, at run time.
+        from ember.compiler.specialize import specializing_module
+
+        return specializing_module(proto, needed.inputs, compile_static, input_shapes,
+                                   str(target), num_threads)
+
+
+def _build(graph: Graph, target: Target, num_threads: int | None) -> Module:
+    backend = get_backend(target)
     kernels = None
     if backend.TEMPLATE_FAMILY is not None:
         from ember.compiler.kernels import graph_kernels

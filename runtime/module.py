@@ -21,14 +21,30 @@ from ember.ir.graph import Graph, dtype_name
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
-    """Name, static shape and dtype of a module input or output."""
+    """Name, shape and dtype of a module input or output.
+
+    Shapes are static, except in modules that specialize on input values at run time (a
+    Reshape whose shape is a graph input): there a dimension only known at run time is None,
+    and an output whose rank the model does not declare has shape None.
+    """
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...] | None
     dtype: str
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.dtype}[{','.join(map(str, self.shape))}]"
+        if self.shape is None:
+            return f"{self.name}: {self.dtype}[...]"
+        dims = ",".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
+        """Whether an array of `shape` fits this spec (None dimensions take any size)."""
+        if self.shape is None:
+            return True
+        return len(shape) == len(self.shape) and all(
+            d is None or d == s for d, s in zip(self.shape, shape)
+        )
 
 
 def graph_signature(graph: Graph) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -113,11 +129,20 @@ class Module:
         steps = getattr(self._executor, "steps", [])
         return {"kernels": len({step.name for step in steps}), "steps": len(steps)}
 
+    @property
+    def specializations(self) -> int:
+        """How many variants a module that specializes on input values at run time has
+        compiled so far (one per distinct value of its shape-deciding inputs); 0 for others."""
+        return getattr(self._executor, "compilations", 0)
+
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds matching the signature (standard normal floats, small integers)."""
         rng = np.random.default_rng(seed)
         feeds = {}
         for spec in self.inputs:
+            if spec.shape is None or None in spec.shape:
+                raise InputError(f"input {spec.name!r} has no static shape ({spec}); give "
+                                 f"feeds explicitly")
             if spec.dtype == "bool":
                 feeds[spec.name] = rng.random(spec.shape) < 0.5
             elif spec.dtype.startswith(("int", "uint")):
@@ -160,7 +185,7 @@ class Module:
         for spec in self.inputs:
             value = feeds[spec.name]
             array = value if isinstance(value, np.ndarray) else np.asarray(value)
-            if tuple(array.shape) != spec.shape:
+            if not spec.accepts_shape(tuple(array.shape)):
                 raise InputError(f"input {spec.name!r} expects shape {spec.shape}, "
                                  f"got {tuple(array.shape)}")
             if dtype_name(array.dtype) != spec.dtype:

@@ -11,10 +11,9 @@ pass count stands beside ember's. The page holds no date or timing, so regenerat
 change in ember gives the same file.
 
 `--write-exclusions` rewrites the exclusion list of tests/integration/test_onnx_node_conformance.py
-from the failing supported cases: a case that fails because a shape-deciding input is a graph
-input (run-time specialization is a later issue) is excluded with that reason; every other
-failure is written commented out under "to review", so an op bug never hides in the list until
-someone has read it and written a real reason. Reasons already in the file are kept.
+from the failing supported cases: every failure without a reason in the file is written commented
+out under "to review", so an op bug never hides in the list until someone has read it and
+written a real reason. Reasons already in the file are kept.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -45,12 +43,7 @@ EXCLUSIONS_PATH = os.path.join(ROOT, "tests", "onnx_node_exclusions.txt")
 COMMAND = "python scripts/onnx_coverage.py"
 
 #: the first line of a failure whose cause is a shape-deciding input that is a graph input
-COMPILE_TIME = re.compile(
-    r"\((?P<op>\w+), opset \d+\): input (?P<index>\d+) "
-    r"\((?P<what>.*?), value '(?P<value>[^']*)'\) must be known at compile time"
-)
-#: how converters say that a shape-deciding input is only known at run time
-SPECIALIZATION_PHRASES = ("must be known at compile time", "are computed at run time")
+
 
 
 # -- running the cases
@@ -124,28 +117,11 @@ def read_exclusions(path: str = EXCLUSIONS_PATH) -> dict[str, str]:
     return exclusions
 
 
-def compile_time_reason(result: CaseResult) -> str | None:
-    """The exclusion reason of a case that fails only for want of run-time specialization: a
-    shape-deciding input (Reshape's shape, Range's limits, ...) is computed from graph inputs."""
-    if not any(phrase in result.message for phrase in SPECIALIZATION_PHRASES):
-        return None
-    match = COMPILE_TIME.search(result.message)
-    if match is not None:
-        return (f"{match['op']} input {match['index']} ({match['what']}) is graph input "
-                f"'{match['value']}', not a constant; run-time specialization is a later issue")
-    op = re.search(r"\((\w+), opset \d+\)", result.message)
-    return (f"{op[1] if op else result.op}: a shape-deciding input is computed from graph "
-            f"inputs; run-time specialization is a later issue")
-
-
 def render_exclusions(results: Iterable[CaseResult], kept: Mapping[str, str]) -> str:
     failing = [r for r in results if r.status in ("fail", "error")]
-    specialization, reviewed, to_review = [], [], []
+    reviewed, to_review = [], []
     for result in failing:
-        reason = compile_time_reason(result)
-        if reason is not None:
-            specialization.append((result.name, kept.get(result.name, reason)))
-        elif result.name in kept:
+        if result.name in kept:
             reviewed.append((result.name, kept[result.name]))
         else:
             to_review.append((result.name, f"{result.op}: {result.message}"))
@@ -154,11 +130,7 @@ def render_exclusions(results: Iterable[CaseResult], kept: Mapping[str, str]) ->
         "# `case_name: reason`. tests/integration/test_onnx_node_conformance.py fails a listed",
         "# case that passes, so the list stays honest. Regenerate with",
         f"# `{COMMAND} --write-exclusions`; reasons written by hand are kept.",
-        "",
-        "# A shape-deciding input (Reshape's shape, Slice's starts, TopK's k, ...) is a graph",
-        "# input: run-time specialization is a later issue.",
     ]
-    lines += [f"{name}: {reason}" for name, reason in specialization]
     if reviewed:
         lines += ["", "# Reviewed: out of reach in this issue, for the reason given."]
         lines += [f"{name}: {reason}" for name, reason in reviewed]
@@ -182,7 +154,6 @@ def render_page(ember: Sequence[CaseResult], ort: Sequence[CaseResult] | None,
     supported = [r for r in ember if r.status != "unsupported"]
     passed = sum(r.passed for r in ember)
     failing = [r for r in supported if not r.passed]
-    specialization = [r for r in failing if compile_time_reason(r) is not None]
     ort_by_name = {r.name: r for r in ort} if ort is not None else {}
 
     lines = [
@@ -209,9 +180,8 @@ def render_page(ember: Sequence[CaseResult], ort: Sequence[CaseResult] | None,
         "arrays. A case is *unsupported* when one of its nodes has no ember converter at the "
         "model's opset.",
         "",
-        f"Of the {len(failing):,} failing supported cases, {len(specialization):,} fail because "
-        "a shape-deciding input (Reshape's shape, Slice's starts, TopK's k, ...) is a graph "
-        "input rather than a constant: run-time specialization is a later issue.",
+        "Models whose shape-deciding inputs (Reshape's shape, Slice's starts, ...) are graph "
+        "inputs compile once per distinct value of those inputs, at run time.",
         "",
         "## By operator",
         "",
@@ -237,11 +207,10 @@ def render_page(ember: Sequence[CaseResult], ort: Sequence[CaseResult] | None,
     for (domain, op), versions in supported_ops().items():
         lines.append(f"| {domain or 'ai.onnx'} | {op} | {', '.join(map(str, versions))} |")
 
-    others = [r for r in failing if compile_time_reason(r) is None]
     lines += ["", "## Failing cases of supported operators", ""]
     if failing:
         lines += ["| case | op | first line of the failure |", "|---|---|---|"]
-        lines += [f"| {r.name} | {r.op} | {_cell(r.message)} |" for r in others + specialization]
+        lines += [f"| {r.name} | {r.op} | {_cell(r.message)} |" for r in failing]
     else:
         lines.append("None.")
     return "\n".join(lines) + "\n"

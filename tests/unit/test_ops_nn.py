@@ -330,9 +330,10 @@ def test_dropout_training_mode_fails():
         run_ember("Dropout", inputs, initializers=["r", "t"], opset=13)
 
 
-def test_dropout_training_mode_must_be_constant():
+def test_dropout_training_mode_from_a_graph_input_specializes():
+    # the module specializes on training_mode at run time; true still asks for random dropout
     inputs = [("x", rand((2, 3))), ("r", np.array(0.5, "float32")), ("t", np.array(True))]
-    with pytest.raises(ember.FrontendError, match=r"training_mode.*must be known at compile"):
+    with pytest.raises(ember.InputError, match=r"t=True.*random dropout is not supported"):
         run_ember("Dropout", inputs, initializers=["r"], opset=13)
 
 

@@ -148,11 +148,10 @@ def test_range_of_constants(start, limit, delta, dtype):
     check_node("Range", inputs, initializers=["start", "limit", "delta"], opset=opset)
 
 
-def test_range_of_run_time_values_fails_with_the_reason():
+def test_range_of_run_time_values_specializes():
     inputs = [("start", np.array(0, np.int64)), ("limit", np.array(5, np.int64)),
               ("delta", np.array(1, np.int64))]
-    with pytest.raises(FrontendError, match=r"Range.*\['limit'\].*shape specialization"):
-        check_node("Range", inputs, initializers=["start", "delta"], opset=11)
+    check_node("Range", inputs, initializers=["start", "delta"], opset=11)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -161,9 +160,8 @@ def test_nonzero_of_a_constant(shape, dtype):
     check_node("NonZero", [("x", sample(shape, dtype))], initializers=["x"], opset=13)
 
 
-def test_nonzero_of_run_time_values_fails_with_the_reason():
-    with pytest.raises(FrontendError, match=r"NonZero.*data-dependent output shape"):
-        check_node("NonZero", [("x", sample((3,)))], opset=13)
+def test_nonzero_of_run_time_values_specializes():
+    check_node("NonZero", [("x", sample((3,)))], opset=13)
 
 
 # ----------------------------------------------------------------------------- reshape family
@@ -190,11 +188,8 @@ def test_reshape_strings():
     check_strings("Reshape", [("x", STRINGS), ("shape", ints(3, -1))], initializers=["shape"])
 
 
-def test_reshape_shape_from_a_graph_input_names_node_and_input():
-    with pytest.raises(FrontendError,
-                       match=r"node 'out0' \(Reshape, opset 13\): input 1 \(target shape, "
-                             r"value 'shape'\) must be known at compile time"):
-        check_node("Reshape", [("x", sample((2, 3))), ("shape", ints(3, 2))], opset=13)
+def test_reshape_shape_from_a_graph_input_specializes():
+    check_node("Reshape", [("x", sample((2, 3))), ("shape", ints(3, 2))], opset=13)
 
 
 @pytest.mark.parametrize("target, message", [
@@ -381,10 +376,9 @@ def test_slice_strings_and_int32_bounds():
                   initializers=["starts", "ends", "axes", "steps"])
 
 
-def test_slice_bounds_from_graph_inputs_fail():
-    with pytest.raises(FrontendError, match=r"input 1 \(starts, value 'starts'\) must be known"):
-        check_node("Slice", [("x", sample((4,))), ("starts", ints(1)), ("ends", ints(3))],
-                   initializers=["ends"], opset=13)
+def test_slice_bounds_from_graph_inputs_specialize():
+    check_node("Slice", [("x", sample((4,))), ("starts", ints(1)), ("ends", ints(3))],
+               initializers=["ends"], opset=13)
 
 
 def test_slice_zero_step_fails():

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ember.errors import FrontendError
+from ember.errors import FrontendError, SpecializationNeeded
 from ember.ir.builder import GraphBuilder
 from ember.ir.graph import TensorType
 
@@ -115,16 +115,50 @@ class ConvertContext:
         return self.builder.constants.get(self.input(index)) if self.has_input(index) else None
 
     def require_const(self, index: int, what: str) -> np.ndarray:
-        """The value of input `index`, which must be known at compile time."""
+        """The value of input `index`, which must be known at compile time.
+
+        When it is computed from graph inputs, raises SpecializationNeeded naming them, so that
+        `ember.compile` can specialize the module on their values at run time.
+        """
         value = self.const(index)
         if value is None:
             source = self.node.input[index] if self.has_input(index) else "(missing)"
-            self.fail(
+            self.needs_values(
+                [index],
                 f"input {index} ({what}, value {source!r}) must be known at compile time, but it "
                 f"is computed from the graph's inputs at run time; make it a constant or "
-                f"initializer, or pin the shapes it is computed from with input_shapes"
+                f"initializer, or pin the shapes it is computed from with input_shapes",
             )
         return value
+
+    def needs_values(self, indices: Sequence[int], message: str) -> NoReturn:
+        """Fail because inputs `indices` must be constants but are not: SpecializationNeeded
+        with the graph inputs they are computed from, or a plain FrontendError when they
+        depend on none (then no run-time value can help)."""
+        values = [self.input(i) for i in indices if self.has_input(i)]
+        sources = self.graph_inputs_of(values)
+        full = f"node {self.name!r} ({self.op_type}, opset {self.opset}): {message}"
+        if sources:
+            raise SpecializationNeeded(full, sources)
+        raise FrontendError(full)
+
+    def graph_inputs_of(self, values: Sequence[str]) -> tuple[str, ...]:
+        """The graph inputs that `values` are computed from, in graph-input order."""
+        producers = {out: node for node in self.builder.nodes for out in node.outputs}
+        inputs = set(self.builder.inputs)
+        found: set[str] = set()
+        seen: set[str] = set()
+        stack = [v for v in values if v]
+        while stack:
+            value = stack.pop()
+            if value in seen:
+                continue
+            seen.add(value)
+            if value in inputs:
+                found.add(value)
+            elif value in producers:
+                stack.extend(v for v in producers[value].inputs if v)
+        return tuple(name for name in self.builder.inputs if name in found)
 
     # -- building
 

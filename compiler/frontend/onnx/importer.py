@@ -114,7 +114,7 @@ def _check(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from None
 
 
-def _elem_dtype(elem_type: int, what: str) -> str:
+def elem_dtype(elem_type: int, what: str) -> str:
     try:
         dtype = dtype_name(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, ValueError, TypeError):
@@ -129,14 +129,14 @@ def _elem_dtype(elem_type: int, what: str) -> str:
     return dtype
 
 
-def _input_type(value: onnx.ValueInfoProto, pinned: Sequence[int] | None) -> TensorType:
+def input_type(value: onnx.ValueInfoProto, pinned: Sequence[int] | None) -> TensorType:
     if not value.type.HasField("tensor_type"):
         raise FrontendError(
             f"graph input {value.name!r} is not a tensor ({value.type.WhichOneof('value')}); "
             f"ember takes tensor inputs only"
         )
     tensor = value.type.tensor_type
-    dtype = _elem_dtype(tensor.elem_type, f"graph input {value.name!r}")
+    dtype = elem_dtype(tensor.elem_type, f"graph input {value.name!r}")
     if not tensor.HasField("shape"):
         if pinned is None:
             raise FrontendError(
@@ -228,7 +228,7 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | No
     env: dict[str, str] = {}
     for value in real_inputs:
         pinned = input_shapes.get(value.name)
-        env[value.name] = builder.add_input(value.name, _input_type(value, pinned))
+        env[value.name] = builder.add_input(value.name, input_type(value, pinned))
     for name, init in initializers.items():
         try:
             array = dense_array(init) if isinstance(init, onnx.SparseTensorProto) \

@@ -3,8 +3,9 @@ transpose, concat, split, slice, expand and tile.
 
 Shapes are static in ember, so Shape, Size, ConstantOfShape, EyeLike, Range and NonZero become
 constants, and every input that decides an output shape (Reshape's shape, Slice's bounds,
-Split's sizes, ...) must be a compile-time constant (`ctx.require_const`). Squeeze, Unsqueeze
-and Flatten become ember `reshape`; Split becomes one `slice` per output.
+Split's sizes, ...) must be a compile-time constant (`ctx.require_const`); when one is computed
+from graph inputs, `ember.compile` specializes the module on their values at run time. Squeeze,
+Unsqueeze and Flatten become ember `reshape`; Split becomes one `slice` per output.
 """
 
 from __future__ import annotations
@@ -150,8 +151,10 @@ def eye_like(ctx: ConvertContext) -> str:
 def range_(ctx: ConvertContext) -> str:
     values = [ctx.const(i) for i in range(3)]
     if any(v is None for v in values):
-        runtime = [ctx.node.input[i] for i, v in enumerate(values) if v is None]
-        ctx.fail(
+        missing = [i for i, v in enumerate(values) if v is None]
+        runtime = [ctx.node.input[i] for i in missing]
+        ctx.needs_values(
+            missing,
             f"inputs {runtime} are computed at run time, so the output length is data-dependent; "
             f"ember folds Range only when start, limit and delta are constants (run-time ranges "
             f"come with shape specialization)"
@@ -175,7 +178,10 @@ def range_(ctx: ConvertContext) -> str:
 def nonzero(ctx: ConvertContext) -> str:
     data = ctx.const(0)
     if data is None:
-        ctx.fail(
+        # Specializing on the data compiles once per distinct input value: correct, and the
+        # only way to a static shape.
+        ctx.needs_values(
+            [0],
             f"NonZero of the run-time tensor {ctx.node.input[0]!r} has a data-dependent output "
             f"shape (one column per nonzero element), which a statically shaped ember graph "
             f"cannot hold; ember folds NonZero only when its input is a constant"
