@@ -35,7 +35,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from ember.compiler.ops.compute.nn import PAD_TAG
+from ember.compiler.ops.compute.nn import PAD_TAG, compute_dtype
 from ember.compiler.ops.cpu.hardware import CpuFacts, cpu_facts
 from ember.compiler.ops.cpu.matmul import (
     ACCUMULATOR_REGISTERS,
@@ -182,8 +182,7 @@ def _is_depthwise(workload: Workload) -> bool:
 
 
 def _acc_dtype(workload: Workload) -> str:
-    dtype = workload.input_types[0].dtype
-    return "float32" if dtype in ("float16", "bfloat16") else dtype
+    return compute_dtype(workload.input_types[0].dtype)
 
 
 def default_tiles(out_shape: Sequence[int], lanes: int,

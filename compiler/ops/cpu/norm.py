@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ember.compiler.ops.compute.nn import STATS_TAG
+from ember.compiler.ops.compute.nn import STATS_TAG, compute_dtype
 from ember.compiler.ops.cpu.hardware import CpuFacts, cpu_facts
 from ember.compiler.ops.cpu.matmul import (
     add_default_knob,
@@ -42,8 +42,7 @@ from ember.target import Target
 
 
 def _acc_dtype(workload: Workload) -> str:
-    dtype = workload.input_types[0].dtype
-    return "float32" if dtype in ("float16", "bfloat16") else dtype
+    return compute_dtype(workload.input_types[0].dtype)
 
 
 def stats_stages(out: te.Tensor) -> list[te.Tensor]:

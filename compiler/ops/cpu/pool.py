@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ember.compiler.ops.compute.nn import STATS_TAG
+from ember.compiler.ops.compute.nn import STATS_TAG, compute_dtype
 from ember.compiler.ops.cpu.conv import (
     default_tiles,
     find_stage,
@@ -41,9 +41,7 @@ from ember.target import Target
 
 def _acc_dtype(workload: Workload) -> str:
     dtype = workload.input_types[0].dtype
-    if workload.op == "max_pool":
-        return dtype
-    return "float32" if dtype in ("float16", "bfloat16") else dtype
+    return dtype if workload.op == "max_pool" else compute_dtype(dtype)
 
 
 @register_schedule("cpu", "max_pool", "average_pool", "lp_pool")
