@@ -100,21 +100,27 @@ def check_node(
         assert out.dtype == ref.dtype, f"{spec.name}: dtype {out.dtype} != oracle {ref.dtype}"
         assert spec.shape == ref.shape and spec.dtype == dtype_name(out.dtype), (
             f"{spec.name}: declared {spec} but produced {out.dtype}{list(out.shape)}")
-        default_rtol, default_atol = tolerance(ref.dtype)
-        r = default_rtol if rtol is None else rtol
-        a = default_atol if atol is None else atol
-        if is_float(dtype_name(ref.dtype)) or ref.dtype.kind == "c":
-            # bfloat16 and float8 (ml_dtypes) compare through float32: numpy cannot directly
-            widen = ref.dtype.kind == "V"
-            np.testing.assert_allclose(out.astype(np.float32) if widen else out,
-                                       ref.astype(np.float32) if widen else ref,
-                                       rtol=r, atol=a, equal_nan=True,
-                                       err_msg=f"{op_type} output {spec.name}")
-        elif dtype_name(ref.dtype) == "string":
-            assert out.astype(object).tolist() == ref.astype(object).tolist()
-        else:
-            np.testing.assert_array_equal(out, ref, err_msg=f"{op_type} output {spec.name}")
+        assert_values_match(out, ref, rtol, atol, f"{op_type} output {spec.name}")
     return got
+
+
+def assert_values_match(out: np.ndarray, ref: np.ndarray, rtol: float | None,
+                        atol: float | None, what: str) -> None:
+    """Floats allclose at the dtype's tolerance (unless given; NaNs equal), strings and
+    integers exactly."""
+    default_rtol, default_atol = tolerance(ref.dtype)
+    r = default_rtol if rtol is None else rtol
+    a = default_atol if atol is None else atol
+    if is_float(dtype_name(ref.dtype)) or ref.dtype.kind == "c":
+        # bfloat16 and float8 (ml_dtypes) compare through float32: numpy cannot directly
+        widen = ref.dtype.kind == "V"
+        np.testing.assert_allclose(out.astype(np.float32) if widen else out,
+                                   ref.astype(np.float32) if widen else ref,
+                                   rtol=r, atol=a, equal_nan=True, err_msg=what)
+    elif dtype_name(ref.dtype) == "string":
+        assert out.astype(object).tolist() == ref.astype(object).tolist(), what
+    else:
+        np.testing.assert_array_equal(out, ref, err_msg=what)
 
 
 def check_kernel(
@@ -155,16 +161,7 @@ def check_kernel(
         compile_primfuncs([func], target).get(func.name)(*args)
     for index, (out, ref) in enumerate(zip(outputs, expected)):
         assert out.shape == ref.shape and out.dtype == ref.dtype
-        default_rtol, default_atol = tolerance(ref.dtype)
-        r = default_rtol if rtol is None else rtol
-        a = default_atol if atol is None else atol
-        if is_float(dtype_name(ref.dtype)):
-            widen = ref.dtype.kind == "V"
-            np.testing.assert_allclose(out.astype(np.float32) if widen else out,
-                                       ref.astype(np.float32) if widen else ref, rtol=r,
-                                       atol=a, equal_nan=True, err_msg=f"{op} output {index}")
-        else:
-            np.testing.assert_array_equal(out, ref, err_msg=f"{op} output {index}")
+        assert_values_match(out, ref, rtol, atol, f"{op} output {index}")
     return outputs
 
 
