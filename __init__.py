@@ -1,13 +1,15 @@
 """ember: a deep learning compiler stack. ONNX models in, fast compiled modules out.
 
     import ember
-    module = ember.compile("model.onnx", target="reference")
+    module = ember.compile("model.onnx")
     outputs = module.run({"input": x})
+    module.save("model.ember"); module = ember.load("model.ember")
 
 The heavy parts (onnx, the compiler) load on first use.
 """
 
 from ember.errors import (
+    ArtifactError,
     CodegenError,
     EmberError,
     FrontendError,
@@ -24,13 +26,14 @@ from ember.target import Target
 __version__ = "0.1.0"
 
 __all__ = [
-    "CodegenError", "EmberError", "FrontendError", "IRError", "InputError", "Module",
-    "ScheduleError", "ShapeError", "SpecializationNeeded", "Target", "TargetError",
-    "TensorSpec", "UnsupportedOpError", "compile", "__version__",
+    "ArtifactError", "CodegenError", "EmberError", "FrontendError", "IRError", "InputError",
+    "Module", "ScheduleError", "ShapeError", "SpecializationNeeded", "Target", "TargetError",
+    "TensorSpec", "UnsupportedOpError", "compile", "load", "__version__",
 ]
 
 _LAZY = {
     "compile": ("ember.compiler.build", "compile"),
+    "load": ("ember.runtime.artifact", "load"),
     "Module": ("ember.runtime.module", "Module"),
     "TensorSpec": ("ember.runtime.module", "TensorSpec"),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -44,6 +45,17 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from ember.ir.graph import format_graph
 
     graph = import_onnx(args.model, _parse_shapes(args.input_shape))
+    if args.kernel is not None:
+        print(_kernel_code(graph, args))
+        return
+    if args.fusion:
+        from ember.compiler.passes import format_plan, fuse, optimize
+
+        optimized = optimize(graph, 2)
+        print(f"graph {graph.name!r}: {len(graph.nodes)} nodes imported, {len(optimized.nodes)} "
+              "after the opt level 2 passes")
+        print(format_plan(optimized, fuse(optimized)))
+        return
     if args.ir:
         print(format_graph(graph, show_constants=args.constants))
         return
@@ -60,6 +72,33 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(f"  {op:<24}{count:>6}")
 
 
+def _kernel_code(graph, args: argparse.Namespace) -> str:
+    """One kernel of the compiled model: its loop IR, or with --llvm / --asm its optimized
+    LLVM IR or assembly. A name prefix is enough when it names one kernel."""
+    from ember.compiler.build import plan_kernels
+    from ember.ir.printer import format_func
+    from ember.target import Target
+
+    target = Target.parse(args.target)
+    graph, kernels = plan_kernels(graph, target)
+    if kernels is None:
+        raise EmberError(f"target {args.target!r} runs no kernels; use --target llvm")
+    names = kernels.names
+    matches = [n for n in names if n == args.kernel] or [n for n in names
+                                                         if n.startswith(args.kernel)]
+    if len(matches) != 1:
+        found = "several kernels" if matches else "no kernel"
+        raise EmberError(f"{found} named {args.kernel!r}; the model's kernels are:\n  "
+                         + "\n  ".join(names))
+    func = kernels.lower(matches[0])
+    if not (args.llvm or args.asm):
+        return format_func(func)
+    from ember.backends.llvm.jit import compile_primfuncs
+
+    library = compile_primfuncs([func], str(target))
+    return library.optimized_ir if args.llvm else library.assembly()
+
+
 def cmd_compile(args: argparse.Namespace) -> None:
     import ember
 
@@ -74,6 +113,9 @@ def cmd_compile(args: argparse.Namespace) -> None:
         print(f"  input  {spec}")
     for spec in module.outputs:
         print(f"  output {spec}")
+    if args.output:
+        path = module.save(args.output)
+        print(f"saved to {path} (run it with `ember run {path}`, or ember.load in Python)")
 
 
 def _load_inputs(path: str | None, module) -> dict[str, np.ndarray]:
@@ -90,15 +132,22 @@ def cmd_run(args: argparse.Namespace) -> None:
     import ember
 
     start = time.perf_counter()
-    module = ember.compile(args.model, target=args.target,
-                           input_shapes=_parse_shapes(args.input_shape))
-    compile_s = time.perf_counter() - start
+    if os.path.isdir(args.model):  # a saved artefact
+        module = ember.load(args.model)
+        verb = "loaded"
+    else:
+        module = ember.compile(args.model, target=args.target,
+                               input_shapes=_parse_shapes(args.input_shape))
+        verb = "compiled"
+    prepare_s = time.perf_counter() - start
     feeds = _load_inputs(args.inputs, module)
     start = time.perf_counter()
     outputs = module.run(feeds)
     run_ms = (time.perf_counter() - start) * 1e3
-    print(f"compiled for {module.target} in {compile_s:.2f} s; ran in {run_ms:.2f} ms"
+    print(f"{verb} for {module.target} in {prepare_s:.2f} s; ran in {run_ms:.2f} ms"
           f"{' on random inputs (seed 0)' if args.inputs is None else ''}")
+    if args.profile:
+        print(module.profile(feeds))
     for spec, value in zip(module.outputs, outputs):
         checksum = float(np.sum(value.astype(np.float64))) if value.dtype != object else 0.0
         print(f"  {spec.name}: {value.dtype}{list(value.shape)}  sum={checksum:.6g}")
@@ -113,6 +162,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(model=args.model, target=args.target, repeat=args.repeat)
 
 
+def cmd_zoo(args: argparse.Namespace) -> None:
+    from ember.workloads.zoo import run_zoo_command
+
+    run_zoo_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ember", description="ember: compile ONNX models to fast native code."
@@ -124,22 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="summarize a model (op counts, signature)")
     inspect.add_argument("model", help="path to an .onnx model")
     inspect.add_argument("--ir", action="store_true", help="print the whole graph IR")
+    inspect.add_argument("--fusion", action="store_true",
+                         help="list the fused groups (kernels) and the refused fusions")
     inspect.add_argument("--constants", action="store_true", help="with --ir: list constants")
     inspect.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    inspect.add_argument("--kernel", metavar="NAME",
+                         help="print one kernel's loop IR (a name or a unique prefix; a wrong "
+                              "name lists them)")
+    code = inspect.add_mutually_exclusive_group()
+    code.add_argument("--llvm", action="store_true", help="with --kernel: optimized LLVM IR")
+    code.add_argument("--asm", action="store_true", help="with --kernel: assembly")
+    inspect.add_argument("--target", default="llvm", help="target for --kernel (default llvm)")
     inspect.set_defaults(func=cmd_inspect)
 
     compile_ = commands.add_parser("compile", help="compile a model; print time and kernels")
     compile_.add_argument("model", help="path to an .onnx model")
     compile_.add_argument("--target", default="llvm", help="compilation target (llvm, reference)")
+    compile_.add_argument("--output", "-o", metavar="DIR",
+                          help="save the compiled module as an artefact directory (model.ember)")
     compile_.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
     compile_.set_defaults(func=cmd_compile)
 
-    run = commands.add_parser("run", help="compile a model and run it once")
-    run.add_argument("model", help="path to an .onnx model")
+    run = commands.add_parser("run", help="compile a model (or load a saved one) and run it once")
+    run.add_argument("model", help="path to an .onnx model or a saved .ember artefact")
     run.add_argument("--target", default="llvm", help="compilation target (llvm, reference)")
     run.add_argument("--inputs", help=".npz file of inputs by name (default: random inputs)")
     run.add_argument("--output", "-o", help="write the outputs to this .npz file")
     run.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    run.add_argument("--profile", action="store_true", help="time each kernel on its own")
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser(
@@ -150,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--target", default=None, help="compilation target (default: ember's)")
     demo.add_argument("--repeat", type=int, default=5, help="timed runs per executor")
     demo.set_defaults(func=cmd_demo)
+
+    zoo = commands.add_parser("zoo", help="list the built-in workload models or export one")
+    zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")
+    zoo_list = zoo_commands.add_parser("list", help="name, kind, params, FLOPs, description")
+    zoo_list.add_argument("--kind", help="only models of this kind (llm, xr)")
+    zoo_list.add_argument("pattern", nargs="?",
+                          help="only names matching this glob or word ('*-tiny-*', 'llama')")
+    zoo_export = zoo_commands.add_parser("export", help="write a zoo model as ONNX")
+    zoo_export.add_argument("name", help="zoo model name (see `ember zoo list`)")
+    zoo_export.add_argument("--output", "-o", required=True, help="path of the .onnx to write")
+    zoo.set_defaults(func=cmd_zoo)
     return parser
 
 

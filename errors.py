@@ -62,3 +62,9 @@ class ScheduleError(EmberError):
 
 class CodegenError(EmberError):
     """A backend could not generate code for a kernel; names the kernel and the IR node."""
+
+
+class ArtifactError(EmberError):
+    """A saved module that cannot be loaded: a missing, truncated or corrupted file (the
+    message names it and the mismatch), an artefact of another format version, or one built
+    for CPU features this machine lacks."""

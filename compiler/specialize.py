@@ -13,27 +13,18 @@ input): the set grows to the union and the lookup starts over.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ember.compiler.build import DEFAULT_OPT_LEVEL, compile_static
 from ember.compiler.frontend.onnx.importer import elem_dtype, input_type
 from ember.errors import FrontendError, InputError, SpecializationNeeded
-from ember.ir.graph import dtype_name
 from ember.runtime.module import Module, TensorSpec
-
-#: compiles a model with static shapes (input_shapes pinned, by name); may raise
-#: SpecializationNeeded when the model still needs run-time values
-StaticCompiler = Callable[[onnx.ModelProto, Mapping[str, Sequence[int]]], Module]
-
-
-def _value_key(array: np.ndarray) -> tuple[Any, ...]:
-    if array.dtype == object:  # strings: bytes of an object array are pointers
-        return (dtype_name(array.dtype), array.shape, tuple(array.ravel().tolist()))
-    return (dtype_name(array.dtype), array.shape, np.ascontiguousarray(array).tobytes())
+from ember.runtime.specialized import SpecializingExecutor, VariantCompiler
 
 
 def with_initializers(model: onnx.ModelProto, values: Mapping[str, np.ndarray]
@@ -50,59 +41,29 @@ def with_initializers(model: onnx.ModelProto, values: Mapping[str, np.ndarray]
     return proto
 
 
-class SpecializingExecutor:
-    """Runs the variant compiled for the values of the specialized inputs."""
+def variant_compiler(source: Mapping[str, Any]) -> VariantCompiler:
+    """Compiles `source["model"]` (ONNX bytes) with given inputs' values turned into
+    initializers, for `source["target"]` with the other inputs pinned to
+    `source["input_shapes"]`. SpecializationNeeded passes through (the executor grows its set);
+    a model that cannot compile for the values is the caller's InputError."""
+    model = onnx.load_from_string(source["model"])
+    input_shapes = source.get("input_shapes") or {}
 
-    def __init__(self, model: onnx.ModelProto, input_names: Sequence[str],
-                 specialized: Iterable[str], compile_static: StaticCompiler,
-                 input_shapes: Mapping[str, Sequence[int]]):
-        self.model = model
-        self.input_names = list(input_names)
-        self.specialized: set[str] = set(specialized)
-        self.compilations = 0
-        self._compile_static = compile_static
-        self._input_shapes = dict(input_shapes)
-        self._cache: dict[tuple[Any, ...], Module] = {}
-        self._num_threads: int | None = None
+    def compile_variant(fixed: Mapping[str, np.ndarray]) -> Module:
+        shapes = {k: v for k, v in input_shapes.items() if k not in fixed}
+        try:
+            return compile_static(with_initializers(model, fixed), shapes, source["target"],
+                                  source.get("num_threads"),
+                                  source.get("opt_level", DEFAULT_OPT_LEVEL))
+        except SpecializationNeeded:
+            raise
+        except FrontendError as error:
+            shown = ", ".join(f"{n}={v.tolist()!r}" for n, v in fixed.items())
+            raise InputError(
+                f"the model cannot be compiled for the input values {shown}: {error}"
+            ) from None
 
-    def variant(self, values: Mapping[str, np.ndarray]) -> Module:
-        """The module compiled for these input values (cached)."""
-        while True:
-            names = sorted(self.specialized)
-            key = tuple((name, *_value_key(values[name])) for name in names)
-            module = self._cache.get(key)
-            if module is not None:
-                return module
-            fixed = {name: values[name] for name in names}
-            shapes = {k: v for k, v in self._input_shapes.items() if k not in fixed}
-            try:
-                module = self._compile_static(with_initializers(self.model, fixed), shapes)
-            except SpecializationNeeded as error:
-                more = set(error.inputs) - self.specialized
-                if not more:
-                    raise
-                self.specialized |= more
-                continue
-            except FrontendError as error:
-                shown = ", ".join(f"{n}={fixed[n].tolist()!r}" for n in names)
-                raise InputError(
-                    f"the model cannot be compiled for the input values {shown}: {error}"
-                ) from None
-            if self._num_threads is not None:
-                module.set_num_threads(self._num_threads)
-            self.compilations += 1
-            self._cache[key] = module
-            return module
-
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        values = dict(zip(self.input_names, inputs))
-        module = self.variant(values)
-        return module.run({n: v for n, v in values.items() if n not in self.specialized})
-
-    def set_num_threads(self, count: int) -> None:
-        self._num_threads = count
-        for module in self._cache.values():
-            module.set_num_threads(count)
+    return compile_variant
 
 
 def _output_spec(value: onnx.ValueInfoProto) -> TensorSpec:
@@ -117,16 +78,16 @@ def _output_spec(value: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(value.name, dims, dtype)
 
 
-def specializing_module(model: onnx.ModelProto, specialized: Iterable[str],
-                        compile_static: StaticCompiler,
-                        input_shapes: Mapping[str, Sequence[int]] | None, target: str,
-                        num_threads: int | None = None) -> Module:
+def specializing_module(model: onnx.ModelProto, specialized: Iterable[str], target: str,
+                        input_shapes: Mapping[str, Sequence[int]] | None,
+                        num_threads: int | None = None,
+                        opt_level: int = DEFAULT_OPT_LEVEL) -> Module:
     """A module that compiles `model` once per distinct value of the `specialized` inputs.
 
     Its signature lists every graph input with its declared (or pinned) shape, and every output
     with its declared shape: None where a dimension is only known at run time.
     """
-    input_shapes = dict(input_shapes or {})
+    input_shapes = {k: list(v) for k, v in (input_shapes or {}).items()}
     initializers = {init.name for init in model.graph.initializer}
     initializers |= {sparse.values.name for sparse in model.graph.sparse_initializer}
     inputs = []
@@ -140,8 +101,10 @@ def specializing_module(model: onnx.ModelProto, specialized: Iterable[str],
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError):
         inferred = model
     outputs = [_output_spec(v) for v in inferred.graph.output]
-    executor = SpecializingExecutor(model, [s.name for s in inputs], specialized,
-                                    compile_static, input_shapes)
+    source = {"model": model.SerializeToString(), "target": target,
+              "input_shapes": input_shapes, "num_threads": num_threads, "opt_level": opt_level}
+    executor = SpecializingExecutor([s.name for s in inputs], specialized,
+                                    variant_compiler(source), source)
     if num_threads is not None:
         executor.set_num_threads(num_threads)
     return Module(executor, inputs, outputs, target)

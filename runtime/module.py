@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ember.errors import InputError
-from ember.ir.graph import Graph, dtype_name
+from ember.ir.graph import Graph, dtype_name, numpy_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,7 @@ class TensorSpec:
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
         """Whether an array of `shape` fits this spec (None dimensions take any size)."""
-        if self.shape is None:
+        if self.shape is None or shape == self.shape:
             return True
         return len(shape) == len(self.shape) and all(
             d is None or d == s for d, s in zip(self.shape, shape)
@@ -78,6 +78,29 @@ class BenchmarkResult:
                 f"p10 {self.p10_ms:.3f} ms, p90 {self.p90_ms:.3f} ms ({self.runs} runs)")
 
 
+@dataclasses.dataclass(frozen=True)
+class ProfileRow:
+    kernel: str
+    ops: tuple[str, ...]
+    ms: float
+    share: float  # of the sum over all rows
+
+
+class Profile(list):
+    """`Module.profile`'s rows (one per kernel call, in order); `str()` is a table."""
+
+    def __init__(self, rows: Sequence[tuple[str, tuple[str, ...], float]]):
+        total = sum(ms for _, _, ms in rows) or 1.0
+        super().__init__(ProfileRow(k, tuple(ops), ms, ms / total) for k, ops, ms in rows)
+
+    def __str__(self) -> str:
+        lines = [f"{'kernel':<40} {'ops':<28} {'ms':>9} {'share':>7}"]
+        for row in self:
+            lines.append(f"{row.kernel:<40} {'+'.join(row.ops):<28} {row.ms:>9.3f} "
+                         f"{row.share:>6.1%}")
+        return "\n".join(lines)
+
+
 def summarize_times(times_ms: Sequence[float]) -> BenchmarkResult:
     ordered = sorted(times_ms)
 
@@ -86,6 +109,11 @@ def summarize_times(times_ms: Sequence[float]) -> BenchmarkResult:
 
     return BenchmarkResult(statistics.median(ordered), statistics.fmean(ordered),
                            quantile(0.1), quantile(0.9), len(ordered))
+
+
+def _numpy_dtype(dtype: str) -> np.dtype | None:
+    """The numpy dtype of a tensor spec; None for a sequence or optional spec (host modules)."""
+    return None if dtype.startswith(("sequence", "optional", "unknown")) else numpy_dtype(dtype)
 
 
 class Module:
@@ -97,6 +125,7 @@ class Module:
         self.inputs: list[TensorSpec] = list(inputs)
         self.outputs: list[TensorSpec] = list(outputs)
         self.target = target
+        self._input_dtypes = [_numpy_dtype(spec.dtype) for spec in self.inputs]
 
     def run(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """Run on `feeds` (input name -> array); returns fresh arrays in graph-output order."""
@@ -127,13 +156,29 @@ class Module:
         """How many distinct kernels the module runs, in how many steps (0 and 0 for targets
         that interpret the graph)."""
         steps = getattr(self._executor, "steps", [])
-        return {"kernels": len({step.name for step in steps}), "steps": len(steps)}
+        return {"kernels": len({step.kernel for step in steps}), "steps": len(steps)}
 
     @property
     def specializations(self) -> int:
         """How many variants a module that specializes on input values at run time has
         compiled so far (one per distinct value of its shape-deciding inputs); 0 for others."""
         return getattr(self._executor, "compilations", 0)
+
+    def save(self, path: str) -> str:
+        """Save as an artefact directory that `ember.load(path)` reads back, in any process,
+        without the compiler (runtime/artifact.py)."""
+        from ember.runtime.artifact import save
+
+        return str(save(self, path))
+
+    def profile(self, feeds: Mapping[str, Any] | None = None, repeat: int = 5) -> Profile:
+        """Time each kernel on its own (median of `repeat` calls) on `feeds` (random inputs
+        when None): one row per step, printed as a table."""
+        profiler = getattr(self._executor, "profile", None)
+        if profiler is None:
+            raise InputError(f"modules for target {self.target!r} run no kernels to profile")
+        inputs = self._check_feeds(feeds if feeds is not None else self.random_inputs())
+        return Profile(profiler(inputs, repeat))
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds matching the signature (standard normal floats, small integers)."""
@@ -170,10 +215,10 @@ class Module:
             raise InputError(
                 f"feeds must be a dict of input name -> array, got {type(feeds).__name__}"
             )
-        expected = [spec.name for spec in self.inputs]
-        missing = [name for name in expected if name not in feeds]
-        extra = [name for name in feeds if name not in expected]
-        if missing or extra:
+        if len(feeds) != len(self.inputs) or any(s.name not in feeds for s in self.inputs):
+            expected = [spec.name for spec in self.inputs]
+            missing = [name for name in expected if name not in feeds]
+            extra = [name for name in feeds if name not in expected]
             parts = []
             if missing:
                 parts.append(f"missing {missing}")
@@ -182,16 +227,17 @@ class Module:
             raise InputError(f"inputs do not match the module: {'; '.join(parts)}; "
                              f"it takes {[str(s) for s in self.inputs]}")
         arrays = []
-        for spec in self.inputs:
+        for spec, dtype in zip(self.inputs, self._input_dtypes):
             value = feeds[spec.name]
             array = value if isinstance(value, np.ndarray) else np.asarray(value)
-            if not spec.accepts_shape(tuple(array.shape)):
+            if not spec.accepts_shape(array.shape):
                 raise InputError(f"input {spec.name!r} expects shape {spec.shape}, "
                                  f"got {tuple(array.shape)}")
-            if dtype_name(array.dtype) != spec.dtype:
+            if array.dtype != dtype and dtype_name(array.dtype) != spec.dtype:
+                hint = ("give an array of str" if spec.dtype == "string"
+                        else f"convert it with .astype(np.{spec.dtype})")
                 raise InputError(f"input {spec.name!r} expects dtype {spec.dtype}, got "
-                                 f"{dtype_name(array.dtype)}; convert it with "
-                                 f".astype(np.{spec.dtype})")
+                                 f"{dtype_name(array.dtype)}; {hint}")
             arrays.append(array)
         return arrays
 

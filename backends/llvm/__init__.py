@@ -12,23 +12,36 @@ counts (InputError) and stages through an aligned copy any array that is misalig
 C-contiguous, or (for outputs) overlapping another argument. `Kernel.raw(*addresses)` skips
 all of that. Exported kernels are named `ember_<name>`.
 
-Modules: host.py (target machine), codegen.py + exprs.py + intrinsics.py (PrimFunc -> LLVM
-IR), jit.py (optimization, MCJIT, object and shared-library export), runtime.py (calling
-kernels on numpy arrays), parallel.py (the thread pool that runs parallel loops).
+The codegen part: host.py (target machine), codegen.py + exprs.py + intrinsics.py (PrimFunc ->
+LLVM IR), jit.py (optimization, MCJIT, object and shared-library export), aot.py (a program's
+entry function), build.py (graph -> Module). The loader part, all that loading a saved module
+imports: runtime.py (calling kernels on numpy arrays), parallel.py (the thread pool that runs
+parallel loops), executor.py (running a program), loader.py (artefact files -> executor).
 """
-
-from ember.backends.llvm.jit import JitLibrary, compile_primfuncs, emit_object, export_library
-from ember.backends.llvm.parallel import (
-    get_num_threads,
-    get_parallel_backend,
-    set_num_threads,
-    set_parallel_backend,
-)
-from ember.backends.llvm.runtime import CompiledLibrary, Kernel, empty_aligned, zeros_aligned
-from ember.errors import CodegenError
 
 __all__ = [
     "CodegenError", "CompiledLibrary", "JitLibrary", "Kernel", "compile_primfuncs",
     "emit_object", "empty_aligned", "export_library", "get_num_threads",
     "get_parallel_backend", "set_num_threads", "set_parallel_backend", "zeros_aligned",
 ]
+
+# Loaded on first use, so that loading a saved module (loader.py) imports no code generator.
+_LAZY = {
+    "JitLibrary": "jit", "compile_primfuncs": "jit", "emit_object": "jit",
+    "export_library": "jit", "get_num_threads": "parallel", "get_parallel_backend": "parallel",
+    "set_num_threads": "parallel", "set_parallel_backend": "parallel",
+    "CompiledLibrary": "runtime", "Kernel": "runtime", "empty_aligned": "runtime",
+    "zeros_aligned": "runtime",
+}
+
+
+def __getattr__(name: str):
+    if name == "CodegenError":
+        from ember.errors import CodegenError
+
+        return CodegenError
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"ember.backends.llvm.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'ember.backends.llvm' has no attribute {name!r}")

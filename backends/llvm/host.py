@@ -165,29 +165,33 @@ def object_engine(objects: list[bytes], info: TargetInfo, what: str) -> llvm.Exe
 
 
 def _check_symbols(objects: list[bytes], what: str) -> None:
-    missing = sorted({name for data in objects for name in undefined_symbols(data)
-                      if llvm.address_of_symbol(name) is None})
+    defined = {name for data in objects for name in global_symbols(data)[0]}
+    missing = sorted({name for data in objects for name in global_symbols(data)[1]
+                      if name not in defined and llvm.address_of_symbol(name) is None})
     if missing:
         raise CodegenError(f"the code for {what} calls {', '.join(missing)}, which this "
                            f"process does not provide")
 
 
-def undefined_symbols(elf: bytes) -> list[str]:
-    """The global symbols an ELF64 little-endian object uses but does not define."""
+def global_symbols(elf: bytes) -> tuple[list[str], list[str]]:
+    """The global symbols an ELF64 little-endian object defines, and those it uses but does
+    not define."""
     if elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
-        return []  # not ELF64 LE: nothing to check
+        return [], []  # not ELF64 LE: nothing to check
     section_offset, = struct.unpack_from("<Q", elf, 0x28)
     entry_size, count = struct.unpack_from("<HH", elf, 0x3A)
     sections = [struct.unpack_from("<IIQQQQIIQQ", elf, section_offset + k * entry_size)
                 for k in range(count)]
-    names = []
+    defined, undefined = [], []
     for _, kind, _, _, offset, size, link, _, _, symbol_size in sections:
         if kind != 2:  # SHT_SYMTAB
             continue
         strings = sections[link][4]
         for at in range(offset + symbol_size, offset + size, symbol_size):  # skip null entry
             name_offset, info, _, section_index = struct.unpack_from("<IBBH", elf, at)
-            if section_index == 0 and info >> 4 == 1 and name_offset:  # UND, STB_GLOBAL
-                end = elf.index(b"\0", strings + name_offset)
-                names.append(elf[strings + name_offset:end].decode())
-    return names
+            if info >> 4 != 1 or not name_offset:  # STB_GLOBAL only
+                continue
+            end = elf.index(b"\0", strings + name_offset)
+            name = elf[strings + name_offset:end].decode()
+            (undefined if section_index == 0 else defined).append(name)  # 0: SHN_UNDEF
+    return defined, undefined

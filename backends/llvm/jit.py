@@ -147,23 +147,32 @@ def export_library(library: JitLibrary, path: str, compiler: str | None = None) 
     """Write `library` as a shared library at `path`: its kernels plus a copy of the parallel
     runtime, linked by the system C compiler (`cc -shared`). Load it with
     `CompiledLibrary.from_shared_library(path, library.signatures)`."""
-    compiler = compiler or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    return link_shared_library([library.emit_object()], library.info, path, compiler)
+
+
+def find_linker() -> str | None:
+    """The system C compiler driver that links shared libraries, None when there is none."""
+    return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def link_shared_library(objects: Sequence[bytes], info: TargetInfo, path: str,
+                        compiler: str | None = None) -> str:
+    """Link object files (and a copy of the parallel runtime, compiled for `info`) into a
+    shared library at `path` with the system C compiler driver."""
+    compiler = compiler or find_linker()
     if compiler is None:
         raise EmberError("exporting a shared library needs a C compiler driver (cc) to link; "
                          "none was found on PATH")
     gomp = load_libgomp()
-    runtime = llvm.parse_assembly(runtime_module_ir(library.info, gomp))
-    optimize(runtime, library.info)
-    runtime_object = target_machine(library.info, pic=True).emit_object(runtime)
+    runtime = llvm.parse_assembly(runtime_module_ir(info, gomp))
+    optimize(runtime, info)
     with tempfile.TemporaryDirectory() as scratch:
-        kernels_path = os.path.join(scratch, "kernels.o")
-        runtime_path = os.path.join(scratch, "runtime.o")
-        with open(kernels_path, "wb") as f:
-            f.write(library.emit_object())
-        with open(runtime_path, "wb") as f:
-            f.write(runtime_object)
-        command = [compiler, "-shared", "-o", path, kernels_path, runtime_path, "-lm",
-                   "-lpthread"]
+        paths = []
+        for k, data in enumerate([*objects, target_machine(info, pic=True).emit_object(runtime)]):
+            paths.append(os.path.join(scratch, f"part{k}.o"))
+            with open(paths[-1], "wb") as f:
+                f.write(data)
+        command = [compiler, "-shared", "-o", path, *paths, "-lm", "-lpthread"]
         if gomp:
             command.append("-l:" + "libgomp.so.1")
         result = subprocess.run(command, capture_output=True, text=True)

@@ -120,6 +120,11 @@ def has_template(op: str) -> bool:
     return op in _COMPUTES or op in _EXTERNS
 
 
+def has_compute(op: str) -> bool:
+    """Whether `op` is stated as tensor expressions (an extern's loops cannot be fused)."""
+    return op in _COMPUTES
+
+
 def register_schedule(family: str, *keys: str | Pattern):
     """Register a schedule template class (instantiated once) for ops or fusion patterns."""
 

@@ -7,10 +7,14 @@ from ember.ir.ops import (  # noqa: F401  (registers the ops)
     broadcast,
     elementwise,
     index,
+    layout,
+    linalg,
     nn,
     nn_norm,
     nn_pool,
     reduce,
+    resize,
+    sampling,
     tensor,
 )
 from ember.ir.ops.registry import REQUIRED, OpDef, Pattern, all_ops, define_op, get_op

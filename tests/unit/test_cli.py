@@ -89,7 +89,7 @@ def test_inspect_unpinned_symbolic_shape_is_an_error(symbolic_path, capsys):
 def test_compile_reports_time_and_kernels(model_path, capsys):
     assert main(["compile", model_path]) == 0
     out = capsys.readouterr().out
-    assert "for llvm in" in out and "3 kernel(s) for 3 step(s)" in out
+    assert "for llvm in" in out and "2 kernel(s) for 2 step(s)" in out  # add+relu fused
     assert "  input  x: float32[2,3]" in out
 
 

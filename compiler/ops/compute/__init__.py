@@ -4,9 +4,13 @@ from ember.compiler.ops.compute import (  # noqa: F401
     broadcast,
     elementwise,
     injective,
+    layout,
+    linalg,
     nn,
     norm,
     pool,
     reduce,
+    resize,
+    sampling,
     scan,
 )

@@ -1,3 +1,13 @@
 """CPU schedule templates, the "cpu" family of the LLVM targets (importing registers)."""
 
-from ember.compiler.ops.cpu import conv, injective, matmul, norm, pool, reduce, scan  # noqa: F401
+from ember.compiler.ops.cpu import (  # noqa: F401
+    conv,
+    conv_nchwc,
+    injective,
+    linalg,
+    matmul,
+    norm,
+    pool,
+    reduce,
+    scan,
+)

@@ -263,7 +263,10 @@ _DEPTHWISE = DepthwiseConvTemplate()
 @register_schedule("cpu", "conv", "conv_transpose")
 class ConvTemplate(ContractsToFMA):
     """Direct NCHW convolution (see the module docstring); depthwise convolutions are
-    `DepthwiseConvTemplate`'s."""
+    `DepthwiseConvTemplate`'s. Takes an elementwise epilogue (compiler/ops/fused.py): the
+    output stage may compute a function of the accumulator (`accumulator`)."""
+
+    takes_epilogue = True
 
     def space(self, workload: Workload, target: Target) -> ConfigSpace:
         if _is_depthwise(workload):
