@@ -46,8 +46,10 @@ class EmberBackendRep(BackendRep):
                     f"({', '.join(self.input_names)}), got {len(inputs)}"
                 )
             feeds = dict(zip(self.input_names, inputs))
-        # Scalars (Python or numpy) become 0-d arrays, keeping their numpy dtype.
-        feeds = {name: np.asarray(value) for name, value in feeds.items()}
+        # Scalars (Python or numpy) become 0-d arrays, keeping their numpy dtype; sequences
+        # (lists) and empty optionals (None) stay as they are.
+        feeds = {name: value if value is None or isinstance(value, list) else np.asarray(value)
+                 for name, value in feeds.items()}
         outputs = self.module.run(feeds)
         return namedtupledict("Outputs", self.output_names)(*outputs)
 

@@ -5,13 +5,22 @@ them all.
 """
 
 from ember.compiler.frontend.onnx import (  # noqa: F401  (registers the converters)
+    attention,
+    control_flow,
     index,
     layout,
+    linalg,
     logic,
+    loss,
     math,
     nn,
     nn_norm,
+    quantize,
     reduce,
+    resize,
+    rnn,
+    sampling,
+    signal,
     tensor,
 )
 from ember.compiler.frontend.onnx.importer import import_onnx, load_model

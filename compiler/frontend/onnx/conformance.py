@@ -66,8 +66,18 @@ def case_op(case: Any) -> str:
 
 def _compare(got: Any, expected: Any, rtol: float, atol: float) -> str:
     """"" when `got` matches `expected`, else why not."""
-    if isinstance(expected, (list, tuple)):
-        return "sequence outputs are not supported"
+    if expected is None:  # an empty optional
+        return "" if got is None else f"got {type(got).__name__}, expected an empty optional"
+    if isinstance(expected, (list, tuple)):  # a sequence: element by element
+        if not isinstance(got, (list, tuple)):
+            return f"got {type(got).__name__}, expected a sequence"
+        if len(got) != len(expected):
+            return f"a sequence of {len(got)} element(s), expected {len(expected)}"
+        for index, (g, e) in enumerate(zip(got, expected)):
+            problem = _compare(g, as_array(e), rtol, atol)
+            if problem:
+                return f"element {index}: {problem}"
+        return ""
     expected = np.asarray(expected)
     got = np.asarray(got)
     if got.shape != expected.shape:

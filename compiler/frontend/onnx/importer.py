@@ -96,7 +96,29 @@ def _unsupported_message(unsupported: Mapping[tuple[str, str, int], list[str]]) 
     return "\n".join(lines)
 
 
+def _check_declarations(graph: onnx.GraphProto) -> None:
+    """What onnx's C++ checker and shape inference would crash on rather than refuse: negative
+    declared dimensions (a segfault in GatherND's inference) and a Split whose num_outputs
+    contradicts its outputs (an abort)."""
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            dims = [d.dim_value for d in value.type.tensor_type.shape.dim
+                    if d.HasField("dim_value")]
+            if any(d < 0 for d in dims):
+                raise FrontendError(f"value {value.name!r} is declared with a negative "
+                                    f"dimension: {dims}")
+    for node in graph.node:
+        if node.op_type == "Split" and node.domain in ("", "ai.onnx"):
+            for attr in node.attribute:
+                if attr.name == "num_outputs" and attr.i != len(node.output):
+                    raise FrontendError(
+                        f"node {node.name or 'Split'!r} (Split) has num_outputs={attr.i} but "
+                        f"{len(node.output)} outputs"
+                    )
+
+
 def _check(model: onnx.ModelProto) -> onnx.ModelProto:
+    _check_declarations(model.graph)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as error:
@@ -107,8 +129,10 @@ def _check(model: onnx.ModelProto) -> onnx.ModelProto:
         # Not strict: strict mode also rejects some of onnx's own function bodies (MVN-13);
         # type errors still fail here, and ember's own inference checks every shape.
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
-    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as error:
-        # ValueError: an element type number onnx does not know ("Invalid tensor data type")
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError,
+            MemoryError) as error:
+        # ValueError: an element type number onnx does not know ("Invalid tensor data type");
+        # MemoryError: an absurd attribute (num_outputs=2**40) sizing inference's vectors
         raise FrontendError(
             f"ONNX shape inference rejects the model: {str(error).strip()}"
         ) from None

@@ -259,8 +259,8 @@ def bit_shift(ctx: ConvertContext) -> str:
 
 def _fold(ctx: ConvertContext, ember_op: str) -> str:
     """input0 op input1 op ... as a left-leaning chain of broadcasting binary ops."""
-    if ctx.num_inputs == 0:
-        ctx.fail("needs at least one input")
+    if ctx.num_inputs == 0 or not all(ctx.has_input(k) for k in range(ctx.num_inputs)):
+        ctx.fail("needs at least one input, and none of its inputs may be omitted (\"\")")
     result = ctx.input(0)
     for index in range(1, ctx.num_inputs):
         result = ctx.emit(ember_op, [result, ctx.input(index)])
