@@ -32,9 +32,10 @@ from onnx import helper, numpy_helper
 from ember.compiler.frontend.onnx.context import attribute_value, dense_array
 from ember.compiler.frontend.onnx.control_flow import HOST_OPS
 from ember.compiler.frontend.onnx.importer import (
-    _unsupported_message,
+    check_and_infer,
     elem_dtype,
     model_opsets,
+    unsupported_message,
 )
 from ember.compiler.frontend.onnx.registry import canonical_domain, find_converter
 from ember.errors import FrontendError, UnsupportedOpError
@@ -436,21 +437,10 @@ def build_host_module(model: onnx.ModelProto, target: Target,
     _find_unsupported(model.graph, opsets, "", unsupported)
     if unsupported:
         raise UnsupportedOpError(
-            _unsupported_message(unsupported),
+            unsupported_message(unsupported),
             {(d, op): nodes for (d, op, _), nodes in unsupported.items()},
         )
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as error:
-        raise FrontendError(
-            f"the model is not valid ONNX (onnx.checker): {str(error).strip()}"
-        ) from None
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as error:
-        raise FrontendError(
-            f"ONNX shape inference rejects the model: {str(error).strip()}"
-        ) from None
+    inferred = check_and_infer(model)
     initializers = {init.name for init in model.graph.initializer}
     initializers |= {sparse.values.name for sparse in model.graph.sparse_initializer}
     real_inputs = [v for v in model.graph.input if v.name not in initializers]

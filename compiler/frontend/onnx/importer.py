@@ -79,7 +79,7 @@ def find_unsupported(model: onnx.ModelProto) -> dict[tuple[str, str, int], list[
     return unsupported
 
 
-def _unsupported_message(unsupported: Mapping[tuple[str, str, int], list[str]]) -> str:
+def unsupported_message(unsupported: Mapping[tuple[str, str, int], list[str]]) -> str:
     lines = [f"the model uses {len(unsupported)} operator(s) ember cannot convert:"]
     for (domain, op_type, opset), nodes in sorted(unsupported.items()):
         shown = ", ".join(repr(n) for n in nodes[:5]) + (" ..." if len(nodes) > 5 else "")
@@ -117,7 +117,9 @@ def _check_declarations(graph: onnx.GraphProto) -> None:
                     )
 
 
-def _check(model: onnx.ModelProto) -> onnx.ModelProto:
+def check_and_infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx's checker and shape inference, after ember's own checks for what would crash them;
+    FrontendError for anything they reject."""
     _check_declarations(model.graph)
     try:
         onnx.checker.check_model(model)
@@ -225,14 +227,14 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | No
     unsupported = find_unsupported(proto)
     if unsupported:
         raise UnsupportedOpError(
-            _unsupported_message(unsupported),
+            unsupported_message(unsupported),
             {(d, op): nodes for (d, op, _), nodes in unsupported.items()},
         )
     # Before onnx's checker, whose message for both is "must be topologically sorted".
     _check_order(proto.graph, {v.name for v in proto.graph.input}
                  | {init.name for init in proto.graph.initializer}
                  | {sparse.values.name for sparse in proto.graph.sparse_initializer})
-    proto = _check(proto)
+    proto = check_and_infer(proto)
     opsets = model_opsets(proto)
     graph = proto.graph
     input_shapes = dict(input_shapes or {})

@@ -38,6 +38,7 @@ from ember.compiler.ops.cpu.matmul import (
     fuse_parallel,
     tile_choices,
     vector_length,
+    vectorize_inner,
 )
 from ember.compiler.ops.registry import ContractsToFMA, Workload, register_schedule
 from ember.compiler.space import Config, ConfigSpace, divisors
@@ -118,22 +119,13 @@ class ConvNCHWcTemplate(ContractsToFMA):
         owo, owi = stage.split(ow, factor=tile_ow)
         stage.reorder(n, obo, oho, owo, obi, ohi, owi, oi)
         block = fuse_parallel(stage, [n, obo, oho], _work(workload), facts)
-        _vectorize_block(stage, oi, shape[4], lanes)
+        vectorize_inner(stage, oi, shape[4], lanes)
         acc_stage = sch[acc]
         acc_stage.compute_at(stage, owo)
         _schedule_accumulator(acc_stage, config["unroll_kw"], shape[4], lanes)
         if pad is not None:
             sch[pad].compute_at(stage, block)
             schedule_pad(sch[pad], lanes)
-
-
-def _vectorize_block(stage: Stage, axis: te.IterVar, extent: int, lanes: int) -> None:
-    length = vector_length(extent, lanes)
-    if length <= 1:
-        return
-    if length < extent:
-        _, axis = stage.split(axis, factor=length)
-    stage.vectorize(axis)
 
 
 def _schedule_accumulator(acc: Stage, unroll_kw: bool, block: int, lanes: int) -> None:
