@@ -12,6 +12,7 @@ alike and needs no code generator.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -76,7 +77,7 @@ class ProgramExecutor:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         staged = [_aligned_input(a) for a in inputs]
-        slots = [empty_aligned(shape, dtype) for shape, dtype in self._output_specs]
+        slots = self._output_slots()
         with self._lock:
             for k, array in enumerate(staged):
                 self._input_table[k] = _address(array)
@@ -87,6 +88,14 @@ class ProgramExecutor:
         if status != 0:
             raise MemoryError(f"a kernel's heap allocation failed (status {status})")
         return self._collect(staged, slots)
+
+    def _output_slots(self) -> list[np.ndarray]:
+        try:
+            return [empty_aligned(shape, dtype) for shape, dtype in self._output_specs]
+        except MemoryError:
+            total = sum(math.prod(shape) * dtype.itemsize for shape, dtype in self._output_specs)
+            raise EmberError(f"the model's outputs need {total / 2**30:.1f} GiB, more than "
+                             f"this machine can allocate") from None
 
     def _collect(self, inputs: list[np.ndarray], slots: list[np.ndarray]) -> list[np.ndarray]:
         """Graph outputs in order: an output slot is returned as is (the first time; a
@@ -124,7 +133,7 @@ class ProgramExecutor:
         """(kernel, ops, median ms) per step, each step timed on its own `repeat` times after
         one untimed run of the whole program (so every buffer holds real values)."""
         staged = [_aligned_input(a) for a in inputs]
-        slots = [empty_aligned(shape, dtype) for shape, dtype in self._output_specs]
+        slots = self._output_slots()
         rows = []
         with self._lock:
             calls = []
