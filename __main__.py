@@ -168,6 +168,13 @@ def cmd_zoo(args: argparse.Namespace) -> None:
     run_zoo_command(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from ember.runtime.bench import run_bench_command
+
+    args.input_shapes = _parse_shapes(args.input_shape)
+    run_bench_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ember", description="ember: compile ONNX models to fast native code."
@@ -217,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--target", default=None, help="compilation target (default: ember's)")
     demo.add_argument("--repeat", type=int, default=5, help="timed runs per executor")
     demo.set_defaults(func=cmd_demo)
+
+    bench = commands.add_parser(
+        "bench", help="time a model against ONNX Runtime; list its most expensive kernels"
+    )
+    bench.add_argument("model", help="path to an .onnx model")
+    bench.add_argument("--threads", type=int, default=None,
+                       help="threads for both runtimes (default: one per core)")
+    bench.add_argument("--repeat", type=int, default=20, help="timed runs per runtime (median)")
+    bench.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    bench.add_argument("--kernels", type=int, default=3,
+                       help="how many of the most expensive kernels to list (0: none)")
+    bench.add_argument("--target", default="llvm", help="compilation target (default llvm)")
+    bench.set_defaults(func=cmd_bench)
 
     zoo = commands.add_parser("zoo", help="list the built-in workload models or export one")
     zoo_commands = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ZOO_COMMAND")

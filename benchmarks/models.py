@@ -1,76 +1,88 @@
 """Model latency: ember against ONNX Runtime, same process, same thread count.
 
-    python benchmarks/models.py [--models resnet50,squeezenet] [--threads 2] [--repeat 20]
+    python benchmarks/models.py [--models resnet50,gpt2-tiny-decode] [--zoo] [--threads 2]
+                                [--repeat 20] [--kernels 3]
 
-For each of the onnx package's light models (seeded random weights), it compiles the model with
-ember (target llvm), checks its output against ONNX Runtime's, then times each runtime in its
-own block (ORT's spinning worker threads never overlap ember's timing): warm-up, then the
-median of `--repeat` runs. It prints one row per model and the geometric mean of the ratios.
-Numbers go into docs/performance.md with the command that produced them.
+By default it runs the onnx package's light models (seeded random weights); `--zoo` runs every
+zoo model (LLM prefill and decode, XR models) as well, and `--models` takes light and zoo
+names. For each model it compiles it with ember (target llvm), checks its outputs against ONNX
+Runtime's, then times each runtime in its own block: warm-up, then the median of `--repeat`
+runs (ember.runtime.bench, shared with `ember bench`). It prints one row per model and the
+geometric mean of the ratios over the models that ran; `--kernels N` adds each model's N most
+expensive kernels with their GFLOP/s against the floor (one core's measured FMA rate times the
+threads). Numbers go into docs/performance.md with the command that produced them.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import time
 
-import numpy as np
+import onnx
 
 import ember
+from ember.runtime.bench import (
+    compare,
+    floor_line,
+    format_header,
+    format_kernels,
+    format_row,
+    geometric_mean,
+    top_kernels,
+)
+from ember.workloads import zoo
 from ember.workloads.light import LIGHT_MODELS, light_model
 
 
-def median_ms(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
-
-
-def onnxruntime_session(model, threads: int):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                        providers=["CPUExecutionProvider"])
+def load(name: str) -> onnx.ModelProto:
+    """A light model (seeded weights) or a zoo model, by name."""
+    if name in LIGHT_MODELS:
+        return light_model(name, seed=0)
+    if name in zoo.names():
+        return zoo.build(name)
+    raise SystemExit(f"unknown model {name!r}; light models: {', '.join(LIGHT_MODELS)}; "
+                     f"zoo models: {', '.join(zoo.names())}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(LIGHT_MODELS))
+    parser.add_argument("--models", default=None,
+                        help="comma-separated light and zoo model names (default: the light "
+                             "models)")
+    parser.add_argument("--zoo", action="store_true", help="also run every zoo model")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--target", default="llvm")
+    parser.add_argument("--kernels", type=int, default=0,
+                        help="list each model's N most expensive kernels")
     args = parser.parse_args()
 
+    names = args.models.split(",") if args.models else list(LIGHT_MODELS)
+    if args.zoo:
+        names += [name for name in zoo.names() if name not in names]
     print(f"ember {ember.__version__}, target {args.target!r}, {args.threads} threads, "
           f"median of {args.repeat} runs")
-    print(f"{'model':<16}{'compile s':>10}{'ember ms':>10}{'ORT ms':>10}{'ember/ORT':>11}"
-          f"{'max |diff|':>12}")
+    floor = None
+    if args.kernels > 0:
+        floor, line = floor_line(args.threads)
+        print(line)
+    print(format_header())
     ratios = []
-    for name in args.models.split(","):
-        model = light_model(name, seed=0)
-        start = time.perf_counter()
-        module = ember.compile(model, target=args.target, num_threads=args.threads)
-        compile_s = time.perf_counter() - start
-        feeds = module.random_inputs(seed=0)
-        session = onnxruntime_session(model, args.threads)
-        ours = module.run(feeds)[0]
-        theirs = session.run(None, feeds)[0]
-        diff = float(np.max(np.abs(ours - theirs)))
-        ember_ms = median_ms(lambda m=module, f=feeds: m.run(f), args.repeat)
-        ort_ms = median_ms(lambda s=session, f=feeds: s.run(None, f), args.repeat)
-        ratios.append(ember_ms / ort_ms)
-        print(f"{name:<16}{compile_s:>10.2f}{ember_ms:>10.2f}{ort_ms:>10.2f}"
-              f"{ember_ms / ort_ms:>11.2f}{diff:>12.2e}", flush=True)
-    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    print(f"geometric mean of ember/ORT: {geomean:.2f}")
+    for name in names:
+        try:
+            comparison = compare(load(name), args.threads, args.repeat, args.target)
+        except Exception as error:  # one model's failure must not end the run
+            print(f"{name:<24}failed: {type(error).__name__}: {error}", flush=True)
+            continue
+        ratios.append(comparison.ratio)
+        print(format_row(name, comparison), flush=True)
+        if floor is not None:
+            try:
+                print(format_kernels(top_kernels(comparison, args.kernels), floor), flush=True)
+            except ember.EmberError as error:
+                print(f"  no kernel profile: {error}")
+    print(f"geometric mean of ember/ORT over {len(ratios)} model(s): "
+          f"{geometric_mean(ratios):.2f}")
 
 
 if __name__ == "__main__":
