@@ -16,15 +16,17 @@ Runtime at rtol 1e-3 / atol 1e-4 is meaningful. The estimate propagates simple r
 (`_RMS_RULES`: a He-scaled conv keeps the mean square, ReLU halves it, independent sums add);
 it ignores correlations, so it is a scale, not a statistic.
 
-The layer functions (conv-bn-act, depthwise-separable block, inverted residual, pre-activation
-bottleneck, linear, layer norm, multi-head attention, feed-forward, upsample) are shared by
+The layer functions (conv-bn-act, depthwise-separable block, inverted residual, squeeze-excite,
+transposed conv, pre-activation bottleneck, pooling, slicing, linear, matmul, softmax, layer
+norm, multi-head attention, feed-forward, upsample) are shared by
 `workloads/xr.py` and `workloads/xr_dense.py`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -35,10 +37,17 @@ Shape = tuple[int, ...]
 
 
 class Net:
-    """An ONNX graph under construction: nodes, initializers, and each value's shape."""
+    """An ONNX graph under construction: nodes, initializers, and each value's shape.
 
-    def __init__(self, name: str, seed: int = 0) -> None:
+    With `calibrate_bn=False`, batch norms take running variances near 1 instead of the RMS
+    estimate: for builders whose He gains keep activations near unit scale by themselves.
+    Estimate-normalized batch norms have no restoring force, so in deep stacks of activations
+    whose gain grows with the input's scale (hard-swish) the estimate's error compounds.
+    """
+
+    def __init__(self, name: str, seed: int = 0, calibrate_bn: bool = True) -> None:
         self.name = name
+        self.calibrate_bn = calibrate_bn
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -64,10 +73,17 @@ class Net:
         self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
         return name
 
-    def output(self, value: str) -> None:
-        """Declare `value` a float32 graph output."""
+    def output(self, value: str, name: str | None = None) -> str:
+        """Declare `value` a float32 graph output; with `name`, the output is an Identity of
+        `value` called `name` (so a model's output names do not depend on node counts)."""
+        if name is not None:
+            self.nodes.append(helper.make_node("Identity", [value], [name], name=name))
+            self.shapes[name] = self.shapes[value]
+            self.rms[name] = self.rms.get(value, 1.0)
+            value = name
         self.outputs.append(
             helper.make_tensor_value_info(value, TensorProto.FLOAT, list(self.shapes[value])))
+        return value
 
     def const(self, array: np.ndarray, prefix: str = "w") -> str:
         """An initializer holding `array` (float64 arrays are stored as float32)."""
@@ -116,6 +132,21 @@ def _rms_contraction(net: Net, inputs: list[str], reduced: int) -> float:
     return net.rms.get(inputs[0], 1.0) * net.rms.get(inputs[1], 1.0) * math.sqrt(reduced)
 
 
+_HERMITE = np.polynomial.hermite_e.hermegauss(40)
+
+
+def _gaussian_rms(fn: Callable[[np.ndarray], np.ndarray], rms: float) -> float:
+    """RMS of fn(x) for x ~ N(0, rms^2) (Gauss-Hermite quadrature), for activations whose
+    gain depends on the input's scale."""
+    points, weights = _HERMITE
+    mean_square = np.sum(weights * np.square(fn(rms * points))) / np.sum(weights)
+    return float(np.sqrt(mean_square))
+
+
+def _hard_swish(x: np.ndarray) -> np.ndarray:
+    return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
 def _rms_sum(net: Net, inputs: list[str]) -> float:
     return math.sqrt(sum(net.rms.get(value, 1.0) ** 2 for value in inputs if value))
 
@@ -123,6 +154,9 @@ def _rms_sum(net: Net, inputs: list[str]) -> float:
 _RMS_RULES = {
     "Relu": lambda net, ins: net.rms[ins[0]] / math.sqrt(2.0),
     "LeakyRelu": lambda net, ins: net.rms[ins[0]] / math.sqrt(2.0),
+    # The builders' only Clip is ReLU6, which on O(1) inputs is nearly a ReLU.
+    "Clip": lambda net, ins: net.rms[ins[0]] / math.sqrt(2.0),
+    "HardSwish": lambda net, ins: _gaussian_rms(_hard_swish, net.rms[ins[0]]),
     "Add": _rms_sum,
     "Sub": _rms_sum,
     "Concat": lambda net, ins: _rms_sum(net, ins) / math.sqrt(len(ins)),
@@ -136,6 +170,7 @@ _RMS_RULES = {
     "Softmax": lambda net, ins: 0.1,
     "LayerNormalization": lambda net, ins: 1.0,
     "Sigmoid": lambda net, ins: 0.5,
+    "HardSigmoid": lambda net, ins: 0.5,
     "Erf": lambda net, ins: 0.5,
 }
 
@@ -147,11 +182,14 @@ def relu(net: Net, x: str) -> str:
 
 
 def activation(net: Net, x: str, kind: str | None) -> str:
-    """Apply `kind` ("relu", "leaky_relu", "sigmoid", "hard_swish", "gelu", None)."""
+    """Apply `kind` ("relu", "relu6", "leaky_relu", "sigmoid", "hard_swish", "gelu", None)."""
     if kind is None:
         return x
     if kind == "relu":
         return relu(net, x)
+    if kind == "relu6":
+        bounds = [net.const(np.array(v, np.float32), "c") for v in (0.0, 6.0)]
+        return net.op("Clip", [x, *bounds], net.shape(x))
     if kind == "leaky_relu":
         return net.op("LeakyRelu", [x], net.shape(x), alpha=0.01)
     if kind == "sigmoid":
@@ -173,11 +211,43 @@ def add(net: Net, a: str, b: str) -> str:
     return net.op("Add", [a, b], np.broadcast_shapes(net.shape(a), net.shape(b)))
 
 
+def mul(net: Net, a: str, b: str) -> str:
+    return net.op("Mul", [a, b], np.broadcast_shapes(net.shape(a), net.shape(b)))
+
+
+def matmul(net: Net, a: str, b: str) -> str:
+    """MatMul of (..., M, K) by (..., K, N) with broadcast batch axes."""
+    shape_a, shape_b = net.shape(a), net.shape(b)
+    batch = np.broadcast_shapes(shape_a[:-2], shape_b[:-2])
+    return net.op("MatMul", [a, b], (*batch, shape_a[-2], shape_b[-1]))
+
+
+def softmax(net: Net, x: str, axis: int = -1) -> str:
+    return net.op("Softmax", [x], net.shape(x), axis=axis)
+
+
 def concat(net: Net, values: Sequence[str], axis: int = 1) -> str:
     shapes = [net.shape(v) for v in values]
     shape = list(shapes[0])
     shape[axis] = sum(s[axis] for s in shapes)
     return net.op("Concat", values, shape, axis=axis)
+
+
+def slice_axes(net: Net, x: str, starts: Sequence[int], ends: Sequence[int],
+               axes: Sequence[int]) -> str:
+    """x[starts:ends] along `axes` (non-negative, in-range bounds), as one Slice."""
+    shape = list(net.shape(x))
+    for start, end, axis in zip(starts, ends, axes):
+        shape[axis] = end - start
+    bounds = [net.const(np.array(list(v), np.int64), "sl") for v in (starts, ends, axes)]
+    return net.op("Slice", [x, *bounds], shape)
+
+
+def split(net: Net, x: str, sizes: Sequence[int], axis: int) -> list[str]:
+    """Consecutive pieces of `sizes` along `axis` (one Slice each)."""
+    offsets = [0, *itertools.accumulate(sizes)]
+    return [slice_axes(net, x, [begin], [end], [axis])
+            for begin, end in zip(offsets, offsets[1:])]
 
 
 def reshape(net: Net, x: str, shape: Sequence[int]) -> str:
@@ -230,7 +300,7 @@ def batch_norm(net: Net, x: str, affine: bool = True, scale: float = 1.0) -> str
     rng = net.rng
     gamma = scale * rng.uniform(0.8, 1.2, channels) if affine else np.ones(channels)
     shift = rng.normal(0.0, 0.05, channels) if affine else np.zeros(channels)
-    spread = net.rms[x]
+    spread = net.rms[x] if net.calibrate_bn else 1.0
     mean = rng.normal(0.0, 0.05 * spread, channels)
     var = spread ** 2 * rng.uniform(0.8, 1.2, channels)
     params = [net.const(a, "bn") for a in (gamma, shift, mean, var)]
@@ -258,16 +328,50 @@ def depthwise_separable(net: Net, x: str, out_channels: int, kernel: int = 3,
 
 
 def inverted_residual(net: Net, x: str, out_channels: int, expand: int, kernel: int = 3,
-                      stride: int = 1, act: str = "relu") -> str:
+                      stride: int = 1, act: str = "relu", se: int = 0) -> str:
     """MobileNet v2 / FBNet block: 1x1 expand (skipped when expand == 1), depthwise kxk with
-    stride, linear 1x1 project; identity shortcut when shape is kept."""
+    stride, squeeze-excite of width `se` (when not 0), linear 1x1 project; identity shortcut
+    when shape is kept."""
     in_channels = net.shape(x)[1]
     hidden = in_channels * expand
     y = x if expand == 1 else conv_bn_act(net, x, hidden, 1, act=act)
     y = conv_bn_act(net, y, hidden, kernel, stride, groups=hidden, act=act)
+    if se:
+        y = squeeze_excite(net, y, se)
     residual = stride == 1 and in_channels == out_channels
     y = conv_bn_act(net, y, out_channels, 1, act=None, bn_scale=0.3 if residual else 1.0)
     return add(net, y, x) if residual else y
+
+
+def squeeze_excite(net: Net, x: str, mid: int) -> str:
+    """Squeeze-excite (MobileNetV3 / FBNetV3 style): global average pool, 1x1 conv to `mid`
+    + ReLU, 1x1 conv back + hard sigmoid, times `x`."""
+    channels = net.shape(x)[1]
+    s = relu(net, conv(net, global_avg_pool(net, x), mid, 1))
+    s = conv(net, s, channels, 1, gain=1.0)
+    s = net.op("HardSigmoid", [s], net.shape(s), alpha=1 / 6, beta=0.5)
+    return mul(net, x, s)
+
+
+def conv_transpose(net: Net, x: str, out_channels: int, kernel: int, stride: int,
+                   groups: int = 1, weight: np.ndarray | None = None, bias: bool = False,
+                   gain: float = 2.0) -> str:
+    """ConvTranspose over (N, C, *spatial) without padding; unless `weight` is given, weights
+    have variance `gain` over the taps an output receives (C / groups * k^d / stride^d)."""
+    shape = net.shape(x)
+    spatial = len(shape) - 2
+    taps = shape[1] // groups * (kernel / stride) ** spatial
+    if weight is None:
+        w = net.he_weight((shape[1], out_channels // groups, *[kernel] * spatial),
+                          max(int(taps), 1), gain)
+    else:
+        w = net.const(weight, "w")
+    inputs = [x, w] + ([net.small_bias(out_channels)] if bias else [])
+    out_spatial = [(size - 1) * stride + kernel for size in shape[2:]]
+    out = net.op("ConvTranspose", inputs, (shape[0], out_channels, *out_spatial),
+                 kernel_shape=[kernel] * spatial, strides=[stride] * spatial, group=groups)
+    net.rms[out] = net.rms[x] * net.rms[w] * math.sqrt(taps)
+    return out
 
 
 def preact_bottleneck(net: Net, x: str, planes: int, expansion: int = 2) -> str:
@@ -283,8 +387,8 @@ def preact_bottleneck(net: Net, x: str, planes: int, expansion: int = 2) -> str:
 
 
 def max_pool(net: Net, x: str, kernel: int | Sequence[int], stride: int | None = None,
-             ceil: bool = False) -> str:
-    return _pool(net, "MaxPool", x, kernel, stride, ceil)
+             ceil: bool = False, pad: int = 0) -> str:
+    return _pool(net, "MaxPool", x, kernel, stride, ceil, pad)
 
 
 def avg_pool(net: Net, x: str, kernel: int | Sequence[int], stride: int | None = None,
@@ -293,16 +397,19 @@ def avg_pool(net: Net, x: str, kernel: int | Sequence[int], stride: int | None =
 
 
 def _pool(net: Net, op_type: str, x: str, kernel: int | Sequence[int], stride: int | None,
-          ceil: bool) -> str:
+          ceil: bool, pad: int = 0) -> str:
     shape = net.shape(x)
     spatial = len(shape) - 2
     kernels = (kernel,) * spatial if isinstance(kernel, int) else tuple(kernel)
     strides = kernels if stride is None else (stride,) * spatial
     rounding = math.ceil if ceil else math.floor
-    out = [rounding((shape[2 + d] - kernels[d]) / strides[d]) + 1 for d in range(spatial)]
+    out = [rounding((shape[2 + d] + 2 * pad - kernels[d]) / strides[d]) + 1
+           for d in range(spatial)]
     attrs: dict[str, object] = {"kernel_shape": list(kernels), "strides": list(strides)}
     if ceil:
         attrs["ceil_mode"] = 1
+    if pad:
+        attrs["pads"] = [pad] * (2 * spatial)
     return net.op(op_type, [x], (*shape[:2], *out), **attrs)
 
 
@@ -311,17 +418,20 @@ def global_avg_pool(net: Net, x: str) -> str:
     return net.op("GlobalAveragePool", [x], (*shape[:2], *([1] * (len(shape) - 2))))
 
 
-def upsample(net: Net, x: str, size: Sequence[int], mode: str = "nearest") -> str:
-    """Resize the spatial axes of (N, C, *spatial) to `size` (nearest or linear)."""
+def upsample(net: Net, x: str, size: Sequence[int], mode: str = "nearest",
+             coordinates: str | None = None) -> str:
+    """Resize the spatial axes of (N, C, *spatial) to `size` (nearest or linear); the
+    coordinate transformation defaults to PyTorch's for the mode ("align_corners" is the other
+    one the models use)."""
     shape = net.shape(x)
     sizes = net.const(np.array([*shape[:2], *size], np.int64), "sizes")
     attrs: dict[str, object] = {"mode": mode}
     if mode == "nearest":
         # PyTorch's F.interpolate(mode="nearest") convention.
-        attrs["coordinate_transformation_mode"] = "asymmetric"
+        attrs["coordinate_transformation_mode"] = coordinates or "asymmetric"
         attrs["nearest_mode"] = "floor"
     else:
-        attrs["coordinate_transformation_mode"] = "half_pixel"
+        attrs["coordinate_transformation_mode"] = coordinates or "half_pixel"
     return net.op("Resize", [x, "", "", sizes], (*shape[:2], *size), **attrs)
 
 

@@ -4,14 +4,16 @@ Five builders, one per XRBench task (`/work/shared/specs/xrbench.md`; layer shap
 `xrbench_scenarios.json`): `ss_hrvit_b1` (semantic segmentation), `od_d2go_faster_rcnn` (object
 detection), `de_midas_v21_small` (depth estimation), `dr_rgbd_200` (depth refinement) and
 `pd_plane_rcnn_quarter` (plane detection). Each returns an opset-17 `onnx.ModelProto` built with
-onnx.helper; its docstring says how the XRBench layer table maps to the graph and what is
-faithful and what is simplified. The tables list every layer as a stride-1 dense CONV (see the
-notes of xrbench_scenarios.json), so real strides, padding and depthwise convolutions come from
-the named architectures.
+`workloads/layers.py` (`Net` and its layer functions); its docstring says how the XRBench layer
+table maps to the graph and what is faithful and what is simplified. The tables list every
+layer as a stride-1 dense CONV (see the notes of xrbench_scenarios.json), so real strides,
+padding and depthwise convolutions come from the named architectures.
 
 Weights are He-scaled (`numpy.random.default_rng(seed)`), batch norms are inference-mode
-BatchNormalization nodes, and a residual branch ends in a batch norm (or layer scale) of small
-gain, so activations stay O(1) through 100+ layers. `model_stats(model)` counts MACs (conv,
+BatchNormalization nodes with running variances near 1 (`Net(..., calibrate_bn=False)`: in
+these hard-swish and post-activation residual networks an estimate-normalized batch norm lets
+the estimate's error compound), and a residual branch ends in a batch norm of small gain, so
+activations stay O(1) through 100+ layers. `model_stats(model)` counts MACs (conv,
 conv-transpose and matmul) and parameters. Importing the module registers the five models in
 `ember.workloads.zoo` as "xr-ss", "xr-od", "xr-de", "xr-dr" and "xr-pd" (workloads/xr.py
 imports it, so the zoo lists them).
@@ -24,241 +26,32 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
-OPSET = 17
+from ember.workloads import layers as L
+from ember.workloads.layers import Net
 
-Shape = tuple[int, ...]
+
+def _conv(net: Net, x: str, cout: int, k: int | tuple[int, int], stride: int = 1,
+          pad: int | None = None, groups: int = 1, bn: bool = True, act: str | None = "relu",
+          bias: bool | None = None, gain: float | None = None, bn_scale: float = 1.0,
+          dilation: int = 1) -> str:
+    """Conv (+ BatchNormalization of affine scale `bn_scale`) (+ activation); symmetric `pad`
+    (default 'same'); a bias only without BN unless `bias` says otherwise."""
+    # He's gain 2 makes up for the half a ReLU zeroes; a linear conv keeps gain 1.
+    if gain is None:
+        gain = 2.0 if act in ("relu", "relu6", "hard_swish") else 1.0
+    pads = None if pad is None else [pad] * 4
+    y = L.conv(net, x, cout, k, stride, groups, pads, dilation,
+               bias=bias if bias is not None else not bn, gain=gain)
+    if bn:
+        y = L.batch_norm(net, y, scale=bn_scale)
+    return L.activation(net, y, act)
 
 
-class _Net:
-    """A small ONNX graph builder that tracks the static shape of every value it makes."""
-
-    def __init__(self, name: str, seed: int) -> None:
-        self.name = name
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self.inputs: list[onnx.ValueInfoProto] = []
-        self.outputs: list[onnx.ValueInfoProto] = []
-        self.shapes: dict[str, Shape] = {}
-        self.count = 0
-
-    # -- plumbing --------------------------------------------------------------------------
-    def fresh(self, hint: str) -> str:
-        self.count += 1
-        return f"{hint}_{self.count}"
-
-    def input(self, name: str, shape: Shape) -> str:
-        self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
-        self.shapes[name] = tuple(shape)
-        return name
-
-    def output(self, value: str, name: str) -> str:
-        out = self.op("Identity", [value], self.shapes[value], name=name)
-        self.outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, self.shapes[out]))
-        return out
-
-    def const(self, array: np.ndarray, hint: str = "c") -> str:
-        name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
-        self.shapes[name] = tuple(np.shape(array))
-        return name
-
-    def weight(self, shape: Shape, std: float, hint: str = "w") -> str:
-        array = (self.rng.standard_normal(shape) * std).astype(np.float32)
-        return self.const(array, hint)
-
-    def uniform(self, shape: Shape, low: float, high: float, hint: str) -> str:
-        return self.const(self.rng.uniform(low, high, size=shape).astype(np.float32), hint)
-
-    def op(self, op_type: str, inputs: Sequence[str], shape: Shape, name: str | None = None,
-           **attrs) -> str:
-        out = name or self.fresh(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
-        self.shapes[out] = tuple(shape)
-        return out
-
-    def model(self) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs,
-                                  self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="ember.workloads.xr_dense")
-        model.ir_version = 8
-        return model
-
-    # -- layers ----------------------------------------------------------------------------
-    def conv(self, x: str, cout: int, k: int | tuple[int, int], stride: int = 1,
-             pad: int | None = None, groups: int = 1, bn: bool = True, act: str | None = "relu",
-             bias: bool | None = None, gain: float | None = None, bn_gain: tuple = (0.8, 1.2),
-             dilation: int = 1) -> str:
-        """Conv (+ BatchNormalization) (+ activation); NCHW, symmetric padding."""
-        n, cin, h, w = self.shapes[x]
-        kh, kw = (k, k) if isinstance(k, int) else k
-        ph, pw = (((kh - 1) * dilation // 2, (kw - 1) * dilation // 2) if pad is None
-                  else (pad, pad))
-        fan_in = cin // groups * kh * kw
-        # He's gain 2 makes up for the half a ReLU zeroes; a linear conv keeps gain 1.
-        g = gain if gain is not None else (2.0 if act in ("relu", "relu6", "hswish") else 1.0)
-        wname = self.weight((cout, cin // groups, kh, kw), math.sqrt(g / fan_in))
-        inputs = [x, wname]
-        if bias if bias is not None else not bn:
-            inputs.append(self.uniform((cout,), -0.1, 0.1, "b"))
-        oh = (h + 2 * ph - dilation * (kh - 1) - 1) // stride + 1
-        ow = (w + 2 * pw - dilation * (kw - 1) - 1) // stride + 1
-        y = self.op("Conv", inputs, (n, cout, oh, ow), kernel_shape=[kh, kw],
-                    strides=[stride, stride], pads=[ph, pw, ph, pw], group=groups,
-                    dilations=[dilation, dilation])
-        if bn:
-            y = self.bn(y, bn_gain)
-        return self.act(y, act)
-
-    def bn(self, x: str, gain: tuple = (0.8, 1.2)) -> str:
-        c = self.shapes[x][1]
-        params = [self.uniform((c,), *gain, "gamma"), self.uniform((c,), -0.1, 0.1, "beta"),
-                  self.uniform((c,), -0.1, 0.1, "mean"), self.uniform((c,), 0.5, 1.5, "var")]
-        return self.op("BatchNormalization", [x, *params], self.shapes[x], epsilon=1e-5)
-
-    def act(self, x: str, act: str | None) -> str:
-        shape = self.shapes[x]
-        if act is None:
-            return x
-        if act == "relu":
-            return self.op("Relu", [x], shape)
-        if act == "relu6":
-            return self.op("Clip", [x, self.const(np.float32(0), "lo"),
-                                    self.const(np.float32(6), "hi")], shape)
-        if act == "hswish":
-            return self.op("HardSwish", [x], shape)
-        if act == "sigmoid":
-            return self.op("Sigmoid", [x], shape)
-        if act == "gelu":
-            # GELU is an opset-20 op; opset 17 spells it with Erf.
-            scaled = self.op("Mul", [x, self.const(np.float32(1 / math.sqrt(2)), "rsqrt2")],
-                             shape)
-            erf = self.op("Erf", [scaled], shape)
-            one = self.op("Add", [erf, self.const(np.float32(1), "one")], shape)
-            half = self.op("Mul", [x, self.const(np.float32(0.5), "half")], shape)
-            return self.op("Mul", [half, one], shape)
-        raise ValueError(f"unknown activation {act!r}")
-
-    def add(self, a: str, b: str) -> str:
-        return self.op("Add", [a, b], self.shapes[a])
-
-    def mul(self, a: str, b: str) -> str:
-        return self.op("Mul", [a, b], self.shapes[a])
-
-    def relu(self, x: str) -> str:
-        return self.op("Relu", [x], self.shapes[x])
-
-    def maxpool(self, x: str, k: int, stride: int, pad: int) -> str:
-        n, c, h, w = self.shapes[x]
-        oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        return self.op("MaxPool", [x], (n, c, oh, ow), kernel_shape=[k, k],
-                       strides=[stride, stride], pads=[pad] * 4)
-
-    def avgpool(self, x: str, k: int, stride: int) -> str:
-        n, c, h, w = self.shapes[x]
-        oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
-        return self.op("AveragePool", [x], (n, c, oh, ow), kernel_shape=[k, k],
-                       strides=[stride, stride])
-
-    def global_avgpool(self, x: str) -> str:
-        n, c, _, _ = self.shapes[x]
-        return self.op("GlobalAveragePool", [x], (n, c, 1, 1))
-
-    def concat(self, xs: Sequence[str], axis: int) -> str:
-        shape = list(self.shapes[xs[0]])
-        shape[axis] = sum(self.shapes[x][axis] for x in xs)
-        return self.op("Concat", list(xs), tuple(shape), axis=axis)
-
-    def split(self, x: str, sizes: Sequence[int], axis: int) -> list[str]:
-        outs = []
-        start = 0
-        for size in sizes:
-            outs.append(self.slice(x, axis, start, start + size))
-            start += size
-        return outs
-
-    def slice(self, x: str, axis: int, start: int, end: int) -> str:
-        shape = list(self.shapes[x])
-        shape[axis] = end - start
-        consts = [self.const(np.array([v], np.int64), "sl") for v in (start, end, axis)]
-        return self.op("Slice", [x, *consts], tuple(shape))
-
-    def crop(self, x: str, top: int, left: int, size: int) -> str:
-        """A size x size window of an NCHW map (one Slice over both spatial axes)."""
-        n, c, _, _ = self.shapes[x]
-        starts = self.const(np.array([top, left], np.int64), "sl")
-        ends = self.const(np.array([top + size, left + size], np.int64), "sl")
-        axes = self.const(np.array([2, 3], np.int64), "sl")
-        return self.op("Slice", [x, starts, ends, axes], (n, c, size, size))
-
-    def reshape(self, x: str, shape: Shape) -> str:
-        assert math.prod(shape) == math.prod(self.shapes[x]), (shape, self.shapes[x])
-        return self.op("Reshape", [x, self.const(np.array(shape, np.int64), "shape")], shape)
-
-    def transpose(self, x: str, perm: Sequence[int]) -> str:
-        shape = tuple(self.shapes[x][p] for p in perm)
-        return self.op("Transpose", [x], shape, perm=list(perm))
-
-    def matmul(self, a: str, b: str) -> str:
-        sa, sb = self.shapes[a], self.shapes[b]
-        batch = np.broadcast_shapes(sa[:-2], sb[:-2])
-        return self.op("MatMul", [a, b], (*batch, sa[-2], sb[-1]))
-
-    def linear(self, x: str, cout: int, gain: float = 1.0, bias: bool = True) -> str:
-        """x[..., cin] @ W[cin, cout] + b."""
-        cin = self.shapes[x][-1]
-        y = self.matmul(x, self.weight((cin, cout), math.sqrt(gain / cin)))
-        if bias:
-            y = self.add(y, self.uniform((cout,), -0.1, 0.1, "b"))
-        return y
-
-    def layernorm(self, x: str) -> str:
-        c = self.shapes[x][-1]
-        return self.op("LayerNormalization", [x, self.uniform((c,), 0.8, 1.2, "ln_g"),
-                                              self.uniform((c,), -0.1, 0.1, "ln_b")],
-                       self.shapes[x], axis=-1, epsilon=1e-5)
-
-    def softmax(self, x: str, axis: int = -1) -> str:
-        return self.op("Softmax", [x], self.shapes[x], axis=axis)
-
-    def resize(self, x: str, size: tuple[int, int], mode: str = "nearest",
-               coord: str | None = None) -> str:
-        """Resize an NCHW map to `size` (Resize-13 with a `sizes` input)."""
-        n, c, _, _ = self.shapes[x]
-        attrs: dict = {"mode": mode}
-        if mode == "nearest":
-            # PyTorch's nn.Upsample(mode="nearest") indexes floor(out * in / out_size).
-            attrs.update(coordinate_transformation_mode=coord or "asymmetric",
-                         nearest_mode="floor")
-        else:
-            attrs.update(coordinate_transformation_mode=coord or "half_pixel")
-        sizes = self.const(np.array([n, c, *size], np.int64), "sizes")
-        return self.op("Resize", [x, "", "", sizes], (n, c, *size), **attrs)
-
-    def conv_transpose(self, x: str, cout: int, k: int, stride: int, groups: int = 1,
-                       weight: np.ndarray | None = None, bias: bool = False) -> str:
-        n, cin, h, w = self.shapes[x]
-        if weight is None:
-            weight = (self.rng.standard_normal((cin, cout // groups, k, k))
-                      * math.sqrt(2.0 / (cin * k * k / stride**2))).astype(np.float32)
-        inputs = [x, self.const(weight, "wt")]
-        if bias:
-            inputs.append(self.uniform((cout,), -0.1, 0.1, "b"))
-        oh, ow = (h - 1) * stride + k, (w - 1) * stride + k
-        return self.op("ConvTranspose", inputs, (n, cout, oh, ow), kernel_shape=[k, k],
-                       strides=[stride, stride], group=groups)
-
-    def squeeze_excite(self, x: str, mid: int) -> str:
-        """SE block (FBNetV3 style): global pool, 1x1 reduce + ReLU, 1x1 expand + h-sigmoid."""
-        c = self.shapes[x][1]
-        s = self.global_avgpool(x)
-        s = self.conv(s, mid, 1, bn=False, act="relu")
-        s = self.conv(s, c, 1, bn=False, act=None, gain=1.0)
-        s = self.op("HardSigmoid", [s], self.shapes[s], alpha=1 / 6, beta=0.5)
-        return self.mul(x, s)
+def _crop(net: Net, x: str, top: int, left: int, size: int) -> str:
+    """A size x size window of an NCHW map (one Slice over both spatial axes)."""
+    return L.slice_axes(net, x, (top, left), (top + size, left + size), (2, 3))
 
 
 def model_stats(model: onnx.ModelProto) -> dict[str, int]:
@@ -288,32 +81,32 @@ def model_stats(model: onnx.ModelProto) -> dict[str, int]:
 
 # -- DR: sparse-to-dense (Ma & Karaman, ICRA 2018), RGBd-200 ------------------------------------
 
-def _basic_block(net: _Net, x: str, cout: int, stride: int) -> str:
+def _basic_block(net: Net, x: str, cout: int, stride: int) -> str:
     """ResNet basic block: 3x3-BN-ReLU, 3x3-BN (small gain), + shortcut, ReLU."""
-    y = net.conv(x, cout, 3, stride=stride)
-    y = net.conv(y, cout, 3, act=None, bn_gain=(0.2, 0.4))
-    if stride != 1 or net.shapes[x][1] != cout:
-        x = net.conv(x, cout, 1, stride=stride, act=None, bn_gain=(0.2, 0.4))
-    return net.relu(net.add(y, x))
+    y = _conv(net, x, cout, 3, stride=stride)
+    y = _conv(net, y, cout, 3, act=None, bn_scale=0.3)
+    if stride != 1 or net.shape(x)[1] != cout:
+        x = _conv(net, x, cout, 1, stride=stride, act=None, bn_scale=0.3)
+    return L.relu(net, L.add(net, y, x))
 
 
-def _unpool(net: _Net, x: str) -> str:
+def _unpool(net: Net, x: str) -> str:
     """sparse-to-dense's Unpool: a depthwise stride-2 ConvTranspose whose 2x2 kernel is one at
     its top-left corner, so each value lands at (2i, 2j) and the rest is zero."""
-    c = net.shapes[x][1]
+    c = net.shape(x)[1]
     weight = np.zeros((c, 1, 2, 2), np.float32)
     weight[:, :, 0, 0] = 1.0
-    return net.conv_transpose(x, c, 2, 2, groups=c, weight=weight)
+    return L.conv_transpose(net, x, c, 2, 2, groups=c, weight=weight)
 
 
-def _upproj(net: _Net, x: str, cout: int) -> str:
+def _upproj(net: Net, x: str, cout: int) -> str:
     """UpProj module: unpool x2, then (5x5-BN-ReLU, 3x3-BN) + (5x5-BN), ReLU."""
     x = _unpool(net, x)
     # Three of four unpooled values are zero: a gain of 8 on the fan-in keeps the variance.
-    y = net.conv(x, cout, 5, gain=8.0)
-    y = net.conv(y, cout, 3, act=None)
-    z = net.conv(x, cout, 5, act=None, gain=4.0)
-    return net.relu(net.add(y, z))
+    y = _conv(net, x, cout, 5, gain=8.0)
+    y = _conv(net, y, cout, 3, act=None)
+    z = _conv(net, x, cout, 5, act=None, gain=4.0)
+    return L.relu(net, L.add(net, y, z))
 
 
 def dr_rgbd_200(seed: int = 0, height: int = 228, width: int = 912) -> onnx.ModelProto:
@@ -335,58 +128,41 @@ def dr_rgbd_200(seed: int = 0, height: int = 228, width: int = 912) -> onnx.Mode
     ConvTranspose), final bilinear upsampling. Simplified: random weights; the input is one
     4-channel tensor (the network concatenates RGB and sparse depth before conv1 too).
     """
-    net = _Net("xr_dr_rgbd_200", seed)
+    net = Net("xr_dr_rgbd_200", seed, calibrate_bn=False)
     x = net.input("rgbd", (1, 4, height, width))
-    x = net.conv(x, 64, 7, stride=2)
-    x = net.maxpool(x, 3, 2, 1)
+    x = _conv(net, x, 64, 7, stride=2)
+    x = L.max_pool(net, x, 3, 2, pad=1)
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
         x = _basic_block(net, x, cout, stride)
         x = _basic_block(net, x, cout, 1)
-    x = net.conv(x, 256, 1, act=None)
+    x = _conv(net, x, 256, 1, act=None)
     for cout in (128, 64, 32, 16):
         x = _upproj(net, x, cout)
-    x = net.conv(x, 1, 3, bn=False, act=None, bias=False)
-    x = net.resize(x, (height, width), mode="linear", coord="align_corners")
+    x = _conv(net, x, 1, 3, bn=False, act=None, bias=False)
+    x = L.upsample(net, x, (height, width), mode="linear", coordinates="align_corners")
     net.output(x, "depth")
     return net.model()
 
 
 # -- DE: MiDaS v2.1 small (EfficientNet-Lite3 encoder + RefineNet decoder) --------------------
 
-def _inverted_residual(net: _Net, x: str, cout: int, k: int, stride: int, expand: int,
-                       act: str = "relu6", se: int = 0) -> str:
-    """MBConv: 1x1 expand-BN-act (skipped when expand is 1), kxk depthwise-BN-act (stride),
-    optional squeeze-excite, 1x1 project-BN; identity shortcut when shapes allow."""
-    cin = net.shapes[x][1]
-    y = x
-    mid = cin * expand
-    if expand != 1:
-        y = net.conv(y, mid, 1, act=act)
-    y = net.conv(y, mid, k, stride=stride, groups=mid, act=act)
-    if se:
-        y = net.squeeze_excite(y, se)
-    residual = stride == 1 and cin == cout
-    y = net.conv(y, cout, 1, act=None, bn_gain=(0.2, 0.4) if residual else (0.8, 1.2))
-    return net.add(y, x) if residual else y
-
-
-def _residual_conv_unit(net: _Net, x: str) -> str:
+def _residual_conv_unit(net: Net, x: str) -> str:
     """MiDaS ResidualConvUnit_custom (no BN in the small model): x + conv(relu(conv(relu(x))))."""
-    c = net.shapes[x][1]
-    y = net.conv(net.relu(x), c, 3, bn=False, bias=True, act="relu")
-    y = net.conv(y, c, 3, bn=False, bias=True, act=None, gain=0.25)
-    return net.add(y, x)
+    c = net.shape(x)[1]
+    y = _conv(net, L.relu(net, x), c, 3, bn=False, bias=True, act="relu")
+    y = _conv(net, y, c, 3, bn=False, bias=True, act=None, gain=0.25)
+    return L.add(net, y, x)
 
 
-def _fusion_block(net: _Net, x: str, skip: str | None, cout: int) -> str:
+def _fusion_block(net: Net, x: str, skip: str | None, cout: int) -> str:
     """MiDaS FeatureFusionBlock_custom (expand=True): [x + RCU1(skip)], RCU2, bilinear x2
     (align_corners=True), 1x1 out conv to `cout` channels."""
     if skip is not None:
-        x = net.add(x, _residual_conv_unit(net, skip))
+        x = L.add(net, x, _residual_conv_unit(net, skip))
     x = _residual_conv_unit(net, x)
-    _, _, h, w = net.shapes[x]
-    x = net.resize(x, (2 * h, 2 * w), mode="linear", coord="align_corners")
-    return net.conv(x, cout, 1, bn=False, bias=True, act=None)
+    _, _, h, w = net.shape(x)
+    x = L.upsample(net, x, (2 * h, 2 * w), mode="linear", coordinates="align_corners")
+    return _conv(net, x, cout, 1, bn=False, bias=True, act=None)
 
 
 def de_midas_v21_small(seed: int = 0, height: int = 192, width: int = 256,
@@ -411,59 +187,60 @@ def de_midas_v21_small(seed: int = 0, height: int = 192, width: int = 256,
     weights; the input is 192x256 (the table's) instead of MiDaS small's usual 256x256.
     `max_repeats` caps the blocks per stage (a smaller test model with every layer kind).
     """
-    net = _Net("xr_de_midas_v21_small", seed)
+    net = Net("xr_de_midas_v21_small", seed, calibrate_bn=False)
     x = net.input("image", (1, 3, height, width))
-    x = net.conv(x, 32, 3, stride=2, act="relu6")
+    x = _conv(net, x, 32, 3, stride=2, act="relu6")
     # (out channels, kernel, first stride, repeats); expansion 6 except the first stage.
     stages = [(24, 3, 1, 1), (32, 3, 2, 3), (48, 5, 2, 3), (96, 3, 2, 5), (136, 5, 1, 5),
               (232, 5, 2, 6), (384, 3, 1, 1)]
     taps = []
     for index, (cout, k, stride, repeats) in enumerate(stages):
         for r in range(min(repeats, max_repeats or repeats)):
-            x = _inverted_residual(net, x, cout, k, stride if r == 0 else 1,
-                                   1 if index == 0 else 6)
+            # MBConv (expansion 6, ReLU6, no squeeze-excite in the Lite variant).
+            x = L.inverted_residual(net, x, cout, 1 if index == 0 else 6, k,
+                                    stride if r == 0 else 1, "relu6")
         if index in (1, 2, 4, 6):
             taps.append(x)
-    layers = [net.conv(tap, c, 3, bn=False, bias=False, act=None)
+    layers = [_conv(net, tap, c, 3, bn=False, bias=False, act=None)
               for tap, c in zip(taps, (64, 128, 256, 512))]
     path = _fusion_block(net, layers[3], None, 256)
     path = _fusion_block(net, path, layers[2], 128)
     path = _fusion_block(net, path, layers[1], 64)
     path = _fusion_block(net, path, layers[0], 64)
-    y = net.conv(path, 32, 3, bn=False, bias=True, act=None)
-    _, _, h, w = net.shapes[y]
-    y = net.resize(y, (2 * h, 2 * w), mode="linear", coord="align_corners")
-    y = net.conv(y, 32, 3, bn=False, bias=True, act="relu")
-    y = net.conv(y, 1, 1, bn=False, bias=True, act="relu")
+    y = _conv(net, path, 32, 3, bn=False, bias=True, act=None)
+    _, _, h, w = net.shape(y)
+    y = L.upsample(net, y, (2 * h, 2 * w), mode="linear", coordinates="align_corners")
+    y = _conv(net, y, 32, 3, bn=False, bias=True, act="relu")
+    y = _conv(net, y, 1, 1, bn=False, bias=True, act="relu")
     net.output(y, "depth")
     return net.model()
 
 
 # -- PD: PlaneRCNN, quarter resolution (ResNet-101-FPN + RPN + plane/mask/depth heads) --------
 
-def _bottleneck(net: _Net, x: str, mid: int, stride: int) -> str:
+def _bottleneck(net: Net, x: str, mid: int, stride: int) -> str:
     """ResNet bottleneck, 4x expansion, stride on the 3x3 conv (the table's conv13 runs at the
     stage input's size and conv14 at half of it)."""
     cout = 4 * mid
-    y = net.conv(x, mid, 1)
-    y = net.conv(y, mid, 3, stride=stride)
-    y = net.conv(y, cout, 1, act=None, bn_gain=(0.2, 0.4))
-    if stride != 1 or net.shapes[x][1] != cout:
-        x = net.conv(x, cout, 1, stride=stride, act=None, bn_gain=(0.2, 0.4))
-    return net.relu(net.add(y, x))
+    y = _conv(net, x, mid, 1)
+    y = _conv(net, y, mid, 3, stride=stride)
+    y = _conv(net, y, cout, 1, act=None, bn_scale=0.3)
+    if stride != 1 or net.shape(x)[1] != cout:
+        x = _conv(net, x, cout, 1, stride=stride, act=None, bn_scale=0.3)
+    return L.relu(net, L.add(net, y, x))
 
 
-def _fixed_rois(net: _Net, feature: str, boxes: Sequence[tuple[int, int, int]],
+def _fixed_rois(net: Net, feature: str, boxes: Sequence[tuple[int, int, int]],
                 pool: int) -> str:
     """Fixed-box stand-in for RoIAlign: crop each (top, left, size) box and average-pool it to
     pool x pool (size must be a multiple of pool), then stack the RoIs along the batch axis."""
     rois = []
     for top, left, size in boxes:
-        roi = net.crop(feature, top, left, size)
+        roi = _crop(net, feature, top, left, size)
         if size != pool:
-            roi = net.avgpool(roi, size // pool, size // pool)
+            roi = L.avg_pool(net, roi, size // pool, size // pool)
         rois.append(roi)
-    return net.concat(rois, 0)
+    return L.concat(net, rois, 0)
 
 
 def pd_plane_rcnn_quarter(seed: int = 0, size: int = 160,
@@ -496,79 +273,79 @@ def pd_plane_rcnn_quarter(seed: int = 0, size: int = 160,
     `size` (a multiple of 32, at least 96) and `blocks` (bottlenecks per stage) make smaller
     test models with every layer kind.
     """
-    net = _Net("xr_pd_plane_rcnn_quarter", seed)
+    net = Net("xr_pd_plane_rcnn_quarter", seed, calibrate_bn=False)
     x = net.input("image", (1, 3, size, size))
-    x = net.conv(x, 64, 7, stride=2)
-    x = net.maxpool(x, 3, 2, 1)
+    x = _conv(net, x, 64, 7, stride=2)
+    x = L.max_pool(net, x, 3, 2, pad=1)
     feats = []
     for mid, count, stride in zip((64, 128, 256, 512), blocks, (1, 2, 2, 2)):
         for b in range(count):
             x = _bottleneck(net, x, mid, stride if b == 0 else 1)
         feats.append(x)
     # FPN: top-down pathway with nearest upsampling.
-    laterals = [net.conv(f, 256, 1, bn=False, bias=True, act=None) for f in feats]
+    laterals = [_conv(net, f, 256, 1, bn=False, bias=True, act=None) for f in feats]
     top = laterals[3]
     merged = [top]
     for lateral in reversed(laterals[:3]):
-        top = net.add(lateral, net.resize(top, net.shapes[lateral][2:]))
+        top = L.add(net, lateral, L.upsample(net, top, net.shape(lateral)[2:]))
         merged.insert(0, top)
-    pyramid = [net.conv(m, 256, 3, bn=False, bias=True, act=None) for m in merged]
-    pyramid.append(net.maxpool(pyramid[3], 1, 2, 0))  # P6
+    pyramid = [_conv(net, m, 256, 3, bn=False, bias=True, act=None) for m in merged]
+    pyramid.append(L.max_pool(net, pyramid[3], 1, 2))  # P6
     # RPN, shared over the levels; anchors of every level concatenated.
     logits, deltas = _rpn_heads(net, pyramid)
     net.output(logits, "rpn_logits")
     net.output(deltas, "rpn_deltas")
     # Box / plane head on fixed RoIs from P3 (20x20), pooled to 4x4.
-    p3 = net.shapes[pyramid[1]][2]
+    p3 = net.shape(pyramid[1])[2]
     boxes = [(0, 0, 8), (0, p3 - 8, 8), (p3 - 8, 0, 8), (p3 - 8, p3 - 8, 8),
              (p3 // 2 - 4, p3 // 2 - 4, 8), (2, p3 // 2 - 4, 4), (p3 - 6, 4, 4), (8, p3 - 6, 4)]
     rois = _fixed_rois(net, pyramid[1], boxes, 4)
-    h = net.conv(rois, 1024, 4, pad=0)
-    h = net.conv(h, 1024, 1)
-    h = net.reshape(h, (len(boxes), 1024))
-    net.output(net.softmax(net.linear(h, 8)), "class_probs")
-    net.output(net.linear(h, 32), "box_deltas")
-    net.output(net.linear(h, 24), "plane_params")
+    h = _conv(net, rois, 1024, 4, pad=0)
+    h = _conv(net, h, 1024, 1)
+    h = L.reshape(net, h, (len(boxes), 1024))
+    net.output(L.softmax(net, L.linear(net, h, 8)), "class_probs")
+    net.output(L.linear(net, h, 32), "box_deltas")
+    net.output(L.linear(net, h, 24), "plane_params")
     # Mask head.
     m = rois
     for _ in range(4):
-        m = net.conv(m, 256, 3)
-    m = net.relu(net.conv_transpose(m, 256, 2, 2, bias=True))
-    m = net.conv(m, 8, 1, bn=False, bias=True, act="sigmoid")
+        m = _conv(net, m, 256, 3)
+    m = L.relu(net, L.conv_transpose(net, m, 256, 2, 2, bias=True))
+    m = _conv(net, m, 8, 1, bn=False, bias=True, act="sigmoid")
     net.output(m, "masks")
     # Depth decoder: from P6 up, concat each level's conv with the path, upsample, conv.
     d = None
     for index, level in enumerate(reversed(pyramid)):
-        y = net.conv(level, 128, 3)
-        d = y if d is None else net.concat([y, d], 1)
-        _, _, h2, w2 = net.shapes[d]
-        target = net.shapes[pyramid[3 - index]][2:] if index < 4 else (2 * h2, 2 * w2)
-        d = net.conv(net.resize(d, target), 64 if index == 4 else 128, 3)
-    d = net.conv(d, 1, 3, bn=False, bias=True, act=None)
-    d = net.resize(d, (size, size), mode="linear")
+        y = _conv(net, level, 128, 3)
+        d = y if d is None else L.concat(net, [y, d], 1)
+        _, _, h2, w2 = net.shape(d)
+        target = net.shape(pyramid[3 - index])[2:] if index < 4 else (2 * h2, 2 * w2)
+        d = _conv(net, L.upsample(net, d, target), 64 if index == 4 else 128, 3)
+    d = _conv(net, d, 1, 3, bn=False, bias=True, act=None)
+    d = L.upsample(net, d, (size, size), mode="linear")
     net.output(d, "depth")
     return net.model()
 
 
-def _rpn_heads(net: _Net, levels: Sequence[str], anchors: int = 3) -> tuple[str, str]:
+def _rpn_heads(net: Net, levels: Sequence[str], anchors: int = 3) -> tuple[str, str]:
     """Mask R-CNN's RPN: one 3x3 conv (512) + 1x1 logit and delta convs whose weights every
     level shares; per-anchor outputs reshaped to [1, anchors*h*w, 2 or 4] and concatenated."""
-    c = net.shapes[levels[0]][1]
-    w_hidden = net.weight((512, c, 3, 3), math.sqrt(2.0 / (c * 9)))
-    b_hidden = net.uniform((512,), -0.1, 0.1, "b")
-    w_logit = net.weight((anchors * 2, 512, 1, 1), math.sqrt(1.0 / 512))
-    w_delta = net.weight((anchors * 4, 512, 1, 1), math.sqrt(1.0 / 512))
+    c = net.shape(levels[0])[1]
+    w_hidden = net.he_weight((512, c, 3, 3), c * 9)
+    b_hidden = net.small_bias(512)
+    w_logit = net.he_weight((anchors * 2, 512, 1, 1), 512, gain=1.0)
+    w_delta = net.he_weight((anchors * 4, 512, 1, 1), 512, gain=1.0)
     logits, deltas = [], []
     for level in levels:
-        n, _, h, w = net.shapes[level]
+        n, _, h, w = net.shape(level)
         hidden = net.op("Conv", [level, w_hidden, b_hidden], (n, 512, h, w),
                         kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-        hidden = net.relu(hidden)
+        hidden = L.relu(net, hidden)
         for weight, width, out in ((w_logit, 2, logits), (w_delta, 4, deltas)):
             y = net.op("Conv", [hidden, weight], (n, anchors * width, h, w), kernel_shape=[1, 1])
-            y = net.transpose(y, (0, 2, 3, 1))
-            out.append(net.reshape(y, (n, h * w * anchors, width)))
-    return net.concat(logits, 1), net.concat(deltas, 1)
+            y = L.transpose(net, y, (0, 2, 3, 1))
+            out.append(L.reshape(net, y, (n, h * w * anchors, width)))
+    return L.concat(net, logits, 1), L.concat(net, deltas, 1)
 
 
 # -- OD: D2Go Faster R-CNN with an FBNetV3 backbone (C4 layout) --------------------------------
@@ -577,20 +354,20 @@ def _rpn_heads(net: _Net, levels: Sequence[str], anchors: int = 3) -> tuple[str,
 _FBNET_TRUNK = [
     (16, 3, 1, 1, 2, 0, "relu"),
     (24, 5, 2, 4, 1, 0, "relu"), (24, 5, 1, 3, 3, 0, "relu"),
-    (32, 5, 2, 4, 1, 24, "hswish"), (32, 3, 1, 3, 3, 24, "hswish"),
-    (64, 5, 2, 4, 1, 0, "hswish"), (64, 3, 1, 3, 3, 0, "hswish"),
-    (112, 5, 1, 4, 1, 64, "hswish"), (112, 5, 1, 3, 10, 88, "hswish"),
+    (32, 5, 2, 4, 1, 24, "hard_swish"), (32, 3, 1, 3, 3, 24, "hard_swish"),
+    (64, 5, 2, 4, 1, 0, "hard_swish"), (64, 3, 1, 3, 3, 0, "hard_swish"),
+    (112, 5, 1, 4, 1, 64, "hard_swish"), (112, 5, 1, 3, 10, 88, "hard_swish"),
 ]
 _FBNET_ROI_HEAD = [
-    (184, 5, 2, 4, 1, 112, "hswish"), (184, 3, 1, 4, 4, 184, "hswish"),
-    (200, 5, 1, 6, 1, 280, "hswish"),
+    (184, 5, 2, 4, 1, 112, "hard_swish"), (184, 3, 1, 4, 4, 184, "hard_swish"),
+    (200, 5, 1, 6, 1, 280, "hard_swish"),
 ]
 
 
-def _fbnet_stages(net: _Net, x: str, stages) -> str:
+def _fbnet_stages(net: Net, x: str, stages) -> str:
     for cout, k, stride, expand, repeats, se, act in stages:
         for r in range(repeats):
-            x = _inverted_residual(net, x, cout, k, stride if r == 0 else 1, expand, act, se)
+            x = L.inverted_residual(net, x, cout, expand, k, stride if r == 0 else 1, act, se)
     return x
 
 
@@ -616,30 +393,33 @@ def od_d2go_faster_rcnn(seed: int = 0, height: int = 224, width: int = 299) -> o
     map (Slice) and average-pooled to 6x6 (12x12 boxes by 2x2 pooling, 6x6 boxes as they
     are); no proposal generation, box decoding or NMS.
     """
-    net = _Net("xr_od_d2go_faster_rcnn", seed)
+    net = Net("xr_od_d2go_faster_rcnn", seed, calibrate_bn=False)
     x = net.input("image", (1, 3, height, width))
-    x = net.conv(x, 16, 3, stride=2, act="hswish")
+    x = _conv(net, x, 16, 3, stride=2, act="hard_swish")
     x = _fbnet_stages(net, x, _FBNET_TRUNK)
-    net.output(net.conv(x, 15, 1, bn=False, bias=True, act=None), "rpn_objectness")
-    net.output(net.conv(x, 60, 1, bn=False, bias=True, act=None), "rpn_deltas")
-    _, _, h, w = net.shapes[x]
+    net.output(_conv(net, x, 15, 1, bn=False, bias=True, act=None), "rpn_objectness")
+    net.output(_conv(net, x, 60, 1, bn=False, bias=True, act=None), "rpn_deltas")
+    _, _, h, w = net.shape(x)
     boxes = [(0, 0, 12), (0, w - 12, 12), (h - 12, 3, 12), (1, 4, 12),
              (0, 0, 6), (h - 6, w - 6, 6), (4, 6, 6), (8, 1, 6)]
     rois = _fixed_rois(net, x, boxes, 6)
     y = _fbnet_stages(net, rois, _FBNET_ROI_HEAD)
-    y = net.reshape(net.global_avgpool(y), (len(boxes), net.shapes[y][1]))
-    net.output(net.softmax(net.linear(y, 81)), "class_probs")
-    net.output(net.linear(y, 320), "box_deltas")
+    y = L.reshape(net, L.global_avg_pool(net, y), (len(boxes), net.shape(y)[1]))
+    # Random weights leave the pooled RoI features small (about 0.1) and mostly a constant
+    # offset (the batch norms' shifts): larger head weights give logits and deltas of O(1)
+    # that depend on the image, where unit gain gives an almost uniform softmax.
+    net.output(L.softmax(net, L.linear(net, y, 81, gain=64.0)), "class_probs")
+    net.output(L.linear(net, y, 320, gain=16.0), "box_deltas")
     return net.model()
 
 
 # -- SS: HRViT-b1 (multi-branch high-resolution vision transformer) ---------------------------
 
-def _cross_window_attention(net: _Net, qk: str, v: str, heads: int, stripe: int,
+def _cross_window_attention(net: Net, qk: str, v: str, heads: int, stripe: int,
                             vertical: bool) -> str:
     """Attention inside horizontal (or vertical) stripes of `stripe` rows (columns), with
     queries and keys shared (HRViT's efficient attention). qk, v: [1, H, W, C] -> [1, H, W, C]."""
-    _, h, w, c = net.shapes[qk]
+    _, h, w, c = net.shape(qk)
     d = c // heads
     if vertical:
         windows, tokens = w // stripe, h * stripe
@@ -651,75 +431,75 @@ def _cross_window_attention(net: _Net, qk: str, v: str, heads: int, stripe: int,
         back = ((windows, heads, stripe, w, d), (0, 2, 3, 1, 4))
 
     def to_windows(x: str) -> str:
-        x = net.transpose(net.reshape(x, into[0]), into[1])
-        return net.reshape(x, (windows, heads, tokens, d))
+        x = L.transpose(net, L.reshape(net, x, into[0]), into[1])
+        return L.reshape(net, x, (windows, heads, tokens, d))
 
     q, val = to_windows(qk), to_windows(v)
-    keys = net.transpose(q, (0, 1, 3, 2))
-    scores = net.mul(net.matmul(q, keys), net.const(np.float32(d ** -0.5), "scale"))
-    out = net.matmul(net.softmax(scores), val)
-    out = net.transpose(net.reshape(out, back[0]), back[1])
-    return net.reshape(out, (1, h, w, c))
+    keys = L.transpose(net, q, (0, 1, 3, 2))
+    scores = L.mul(net, L.matmul(net, q, keys), net.const(np.float32(d ** -0.5), "scale"))
+    out = L.matmul(net, L.softmax(net, scores), val)
+    out = L.transpose(net, L.reshape(net, out, back[0]), back[1])
+    return L.reshape(net, out, (1, h, w, c))
 
 
-def _hrvit_block(net: _Net, x: str, heads: int, stripe: int) -> str:
+def _hrvit_block(net: Net, x: str, heads: int, stripe: int) -> str:
     """HRViT transformer block on an NCHW map: x + Attn(LN(x)), then x + MixCFN(LN(x)).
 
     Attn: one linear to shared query-key and value (C -> 2C); half of the heads attend in
     horizontal stripes, half in vertical stripes; a 3x3 depthwise conv of the value (local
     enhancement) is added; a linear projection. MixCFN: linear C -> 4C, 3x3 and 5x5 depthwise
     convs on the two halves, GELU, linear 4C -> C."""
-    _, c, h, w = net.shapes[x]
-    tokens = net.transpose(x, (0, 2, 3, 1))  # [1, H, W, C]
-    y = net.layernorm(tokens)
-    qk, v = net.split(net.linear(y, 2 * c), (c, c), 3)
+    _, c, h, w = net.shape(x)
+    tokens = L.transpose(net, x, (0, 2, 3, 1))  # [1, H, W, C]
+    y = L.layer_norm(net, tokens)
+    qk, v = L.split(net, L.linear(net, y, 2 * c), (c, c), 3)
     halves = []
-    for index, (qk_half, v_half) in enumerate(zip(net.split(qk, (c // 2, c // 2), 3),
-                                                  net.split(v, (c // 2, c // 2), 3))):
+    for index, (qk_half, v_half) in enumerate(zip(L.split(net, qk, (c // 2, c // 2), 3),
+                                                  L.split(net, v, (c // 2, c // 2), 3))):
         halves.append(_cross_window_attention(net, qk_half, v_half, max(heads // 2, 1),
                                               stripe, vertical=index == 1))
-    attn = net.concat(halves, 3)
-    v_map = net.transpose(v, (0, 3, 1, 2))
-    local = net.conv(v_map, c, 3, groups=c, bn=False, bias=True, act=None)
-    attn = net.add(attn, net.transpose(local, (0, 2, 3, 1)))
-    tokens = net.add(tokens, net.linear(attn, c, gain=0.25))
-    y = net.linear(net.layernorm(tokens), 4 * c)
-    y_map = net.transpose(y, (0, 3, 1, 2))
-    a, b = net.split(y_map, (2 * c, 2 * c), 1)
-    a = net.conv(a, 2 * c, 3, groups=2 * c, bn=False, bias=True, act=None)
-    b = net.conv(b, 2 * c, 5, groups=2 * c, bn=False, bias=True, act=None)
-    y = net.act(net.concat([a, b], 1), "gelu")
-    y = net.linear(net.transpose(y, (0, 2, 3, 1)), c, gain=0.25)
-    tokens = net.add(tokens, y)
-    return net.transpose(tokens, (0, 3, 1, 2))
+    attn = L.concat(net, halves, 3)
+    v_map = L.transpose(net, v, (0, 3, 1, 2))
+    local = _conv(net, v_map, c, 3, groups=c, bn=False, bias=True, act=None)
+    attn = L.add(net, attn, L.transpose(net, local, (0, 2, 3, 1)))
+    tokens = L.add(net, tokens, L.linear(net, attn, c, gain=0.25))
+    y = L.linear(net, L.layer_norm(net, tokens), 4 * c)
+    y_map = L.transpose(net, y, (0, 3, 1, 2))
+    a, b = L.split(net, y_map, (2 * c, 2 * c), 1)
+    a = _conv(net, a, 2 * c, 3, groups=2 * c, bn=False, bias=True, act=None)
+    b = _conv(net, b, 2 * c, 5, groups=2 * c, bn=False, bias=True, act=None)
+    y = L.activation(net, L.concat(net, [a, b], 1), "gelu")
+    y = L.linear(net, L.transpose(net, y, (0, 2, 3, 1)), c, gain=0.25)
+    tokens = L.add(net, tokens, y)
+    return L.transpose(net, tokens, (0, 3, 1, 2))
 
 
-def _downsample(net: _Net, x: str, factor: int, cout: int) -> str:
+def _downsample(net: Net, x: str, factor: int, cout: int) -> str:
     """HRViT's cross-resolution path down: one depthwise conv of kernel 2f+1 (3, 5 or 9) and
     stride f, BN, then 1x1 conv + BN to the target width."""
-    c = net.shapes[x][1]
+    c = net.shape(x)[1]
     k = 2 * factor + 1 if factor < 4 else 9
-    x = net.conv(x, c, k, stride=factor, pad=k // 2, groups=c, act=None)
-    return net.conv(x, cout, 1, act=None, bn_gain=(0.4, 0.6))
+    x = _conv(net, x, c, k, stride=factor, pad=k // 2, groups=c, act=None)
+    return _conv(net, x, cout, 1, act=None, bn_scale=0.5)
 
 
-def _fuse(net: _Net, branches: list[str]) -> list[str]:
+def _fuse(net: Net, branches: list[str]) -> list[str]:
     """HRNet-style fusion: each output branch sums all inputs (1x1 conv + BN + nearest
     upsampling from lower resolutions, depthwise strided conv + 1x1 from higher), then ReLU."""
     fused = []
     for i, target in enumerate(branches):
-        _, c, h, w = net.shapes[target]
+        _, c, h, w = net.shape(target)
         total = target
         for j, source in enumerate(branches):
             if j > i:
-                y = net.conv(source, c, 1, act=None, bn_gain=(0.4, 0.6))
-                y = net.resize(y, (h, w))
+                y = _conv(net, source, c, 1, act=None, bn_scale=0.5)
+                y = L.upsample(net, y, (h, w))
             elif j < i:
                 y = _downsample(net, source, 2 ** (i - j), c)
             else:
                 continue
-            total = net.add(total, y)
-        fused.append(net.relu(total))
+            total = L.add(net, total, y)
+        fused.append(L.relu(net, total))
     return fused
 
 
@@ -754,26 +534,26 @@ def ss_hrvit_b1(seed: int = 0, size: int = 224, classes: int = 19,
     1x1 conv to the classes, bilinear x4 to the input size). Smaller `modules` (e.g.
     ((1,), (1, 1), (1, 1, 1), (1, 1, 1))) make smaller test models with most layer kinds.
     """
-    net = _Net("xr_ss_hrvit_b1", seed)
+    net = Net("xr_ss_hrvit_b1", seed, calibrate_bn=False)
     x = net.input("image", (1, 3, size, size))
-    x = net.conv(x, 32, 3, stride=2)
-    x = net.conv(x, 64, 3, stride=2)
+    x = _conv(net, x, 32, 3, stride=2)
+    x = _conv(net, x, 64, 3, stride=2)
     widths, heads, stripes = (32, 64, 128, 256), (2, 2, 4, 8), (1, 2, 7, 7)
-    branches = [net.conv(x, widths[0], 1)]
+    branches = [_conv(net, x, widths[0], 1)]
     for index, blocks in enumerate(modules):
         if len(blocks) > len(branches):
             new = _downsample(net, branches[-1], 2, widths[len(branches)])
-            branches.append(net.relu(new))
+            branches.append(L.relu(net, new))
         for i, count in enumerate(blocks):
             for _ in range(count):
                 branches[i] = _hrvit_block(net, branches[i], heads[i], stripes[i])
         if len(branches) > 1 and index < len(modules) - 1:
             branches = _fuse(net, branches)
-    _, _, h, w = net.shapes[branches[0]]
-    up = [branches[0]] + [net.resize(b, (h, w), mode="linear") for b in branches[1:]]
-    y = net.conv(net.concat(up, 1), 128, 1)
-    y = net.conv(y, classes, 1, bn=False, bias=True, act=None)
-    y = net.resize(y, (size, size), mode="linear")
+    _, _, h, w = net.shape(branches[0])
+    up = [branches[0]] + [L.upsample(net, b, (h, w), mode="linear") for b in branches[1:]]
+    y = _conv(net, L.concat(net, up, 1), 128, 1)
+    y = _conv(net, y, classes, 1, bn=False, bias=True, act=None)
+    y = L.upsample(net, y, (size, size), mode="linear")
     net.output(y, "logits")
     return net.model()
 
