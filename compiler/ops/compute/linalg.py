@@ -19,11 +19,11 @@ import math
 from collections.abc import Sequence
 
 from ember.compiler.ops.compute.elementwise import arith_dtype
-from ember.compiler.ops.compute.scan import chunked, copy_loops
+from ember.compiler.ops.compute.scan import copy_loops, running_func
 from ember.ir import expr as E
 from ember.ir import loop as L
 from ember.ir.expr import INDEX, Expr, Var, const
-from ember.ir.loop import Buffer, ForKind, PrimFunc, Stmt
+from ember.ir.loop import Buffer, ForKind, PrimFunc
 from ember.ir.passes import NOP
 
 
@@ -40,36 +40,10 @@ def _axis_view(shape: Sequence[int], axis: int) -> tuple[int, int, int]:
 
 def cumprod_func(name: str, shape: Sequence[int], dtype: str, axis: int, exclusive: bool,
                  reverse: bool, lanes: int, parallel: bool) -> PrimFunc:
-    """out = the running product of x along `axis`, in float32 for half floats (integers
-    wrap: a product's low bits do not depend on the high bits dropped before). Vectorized
-    across the axes inside `axis`."""
-    outer, steps, inner = _axis_view(shape, axis)
-    x = Buffer("x", (outer, steps, inner), dtype)
-    out = Buffer("out", (outer, steps, inner), dtype)
-    if outer * steps * inner == 0:
-        return PrimFunc(name, (x, out), NOP)
-    acc_dtype = arith_dtype(dtype)
-    lanes = max(1, min(lanes, inner))
-    acc = Buffer("acc", (lanes,), acc_dtype)
-    o, t = _var("o"), _var("t")
-    step = const(steps - 1) - t if reverse else t
-
-    def update(index: Expr, lane: Expr) -> Stmt:
-        value = E.cast(acc_dtype, L.Load(x, (o, step, index)))
-        multiply = L.Store(acc, (lane,), L.Load(acc, (lane,)) * value)
-        write = L.Store(out, (o, step, index), E.cast(dtype, L.Load(acc, (lane,))))
-        return L.seq(write, multiply) if exclusive else L.seq(multiply, write)
-
-    chunks, scan = chunked(inner, lanes, "i", update)
-    _, reset = chunked(inner, lanes, "i.init",
-                       lambda index, lane: L.Store(acc, (lane,), E.const(1, acc_dtype)))
-    task = _var("task")
-    body = L.seq(reset(E.floormod(task, const(chunks))),
-                 L.loop(t, steps, scan(E.floormod(task, const(chunks)))))
-    body = L.LetStmt(o, E.floordiv(task, const(chunks)), L.Allocate(acc, body))
-    tasks = outer * chunks
-    kind = ForKind.PARALLEL if parallel and tasks > 1 else ForKind.SERIAL
-    return PrimFunc(name, (x, out), L.loop(task, tasks, body, kind))
+    """out = the running product of x along `axis` (integers wrap: a product's low bits do
+    not depend on the high bits dropped before)."""
+    return running_func(name, shape, dtype, axis, exclusive, reverse, lanes, parallel,
+                        lambda a, b: a * b, 1)
 
 
 # ----------------------------------------------------------------------------- topk

@@ -102,10 +102,12 @@ def combine(reduction: str, old: Expr, new: Expr) -> Expr:
 # ----------------------------------------------------------------------------- cumsum
 
 
-def cumsum_func(name: str, shape: Sequence[int], dtype: str, axis: int, exclusive: bool,
-                reverse: bool, lanes: int, parallel: bool) -> PrimFunc:
-    """out = the running sum of x along `axis` (see ir/ops/reduce.py's cumsum), accumulated
-    in float32 for half floats. Vectorized across the axes inside `axis`."""
+def running_func(name: str, shape: Sequence[int], dtype: str, axis: int, exclusive: bool,
+                 reverse: bool, lanes: int, parallel: bool, combine: Callable[[Expr, Expr], Expr],
+                 identity: int) -> PrimFunc:
+    """out = the running `combine` of x along `axis` from `identity` (a running sum or product),
+    accumulated in float32 for half floats (integers wrap). Vectorized across the axes inside
+    `axis`; parallel over the outer axes and chunks of the inner ones."""
     outer, steps, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
     x = Buffer("x", (outer, steps, inner), dtype)
     out = Buffer("out", (outer, steps, inner), dtype)
@@ -118,14 +120,14 @@ def cumsum_func(name: str, shape: Sequence[int], dtype: str, axis: int, exclusiv
     step = const(steps - 1) - t if reverse else t
 
     def update(index: Expr, lane: Expr) -> Stmt:
-        add = L.Store(acc, (lane,), L.Load(acc, (lane,)) + E.cast(acc_dtype,
-                                                                   L.Load(x, (o, step, index))))
+        value = E.cast(acc_dtype, L.Load(x, (o, step, index)))
+        accumulate = L.Store(acc, (lane,), combine(L.Load(acc, (lane,)), value))
         write = L.Store(out, (o, step, index), E.cast(dtype, L.Load(acc, (lane,))))
-        return L.seq(write, add) if exclusive else L.seq(add, write)
+        return L.seq(write, accumulate) if exclusive else L.seq(accumulate, write)
 
     chunks, scan = chunked(inner, lanes, "i", update)
     _, reset = chunked(inner, lanes, "i.init",
-                       lambda index, lane: L.Store(acc, (lane,), E.const(0, acc_dtype)))
+                       lambda index, lane: L.Store(acc, (lane,), E.const(identity, acc_dtype)))
     task = _var("task")
     o_value, chunk = E.floordiv(task, const(chunks)), E.floormod(task, const(chunks))
     body = L.seq(reset(chunk), L.loop(t, steps, scan(chunk)))
@@ -133,6 +135,13 @@ def cumsum_func(name: str, shape: Sequence[int], dtype: str, axis: int, exclusiv
     tasks = outer * chunks
     kind = ForKind.PARALLEL if parallel and tasks > 1 else ForKind.SERIAL
     return PrimFunc(name, (x, out), L.loop(task, tasks, body, kind))
+
+
+def cumsum_func(name: str, shape: Sequence[int], dtype: str, axis: int, exclusive: bool,
+                reverse: bool, lanes: int, parallel: bool) -> PrimFunc:
+    """out = the running sum of x along `axis` (see ir/ops/reduce.py's cumsum)."""
+    return running_func(name, shape, dtype, axis, exclusive, reverse, lanes, parallel,
+                        lambda a, b: a + b, 0)
 
 
 # ----------------------------------------------------------------------------- scatter_elements
