@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ember.compiler.ops import Workload, instantiate
-from ember.compiler.ops.fused import FusedWorkload, fused_template, instantiate_fused
+from ember.compiler.ops.fused import FusedWorkload, instantiate_fused
 from ember.compiler.ops.registry import get_schedule, has_compute
 from ember.ir.graph import Graph, Node
 from ember.ir.loop import PrimFunc
@@ -151,5 +151,5 @@ def group_workload(graph: Graph, group: Sequence[int]
     return workload, tuple(args)
 
 
-__all__ = ["GraphKernels", "KernelCall", "build_id", "fused_template", "graph_kernels",
-           "kernel_name", "lower_kernel"]
+__all__ = ["GraphKernels", "KernelCall", "build_id", "graph_kernels", "kernel_name",
+           "lower_kernel"]

@@ -23,15 +23,16 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 
-from ember.compiler.ops.registry import Workload, get_compute, get_schedule
+from ember.compiler.ops.registry import (
+    Workload,
+    checked_compute,
+    get_schedule,
+    schedule_and_lower,
+)
 from ember.compiler.space import Config
-from ember.errors import IRError
 from ember.ir import te
 from ember.ir.graph import Attrs, TensorType
 from ember.ir.loop import PrimFunc
-from ember.ir.lower import lower
-from ember.ir.passes import run_pipeline
-from ember.ir.schedule import create_schedule
 from ember.ir.visitor import substitute, transform
 from ember.target import Target
 
@@ -90,17 +91,8 @@ def build_fused_tensors(workload: FusedWorkload
     for node, sources in zip(workload.nodes, workload.sources):
         inputs = [None if s is None else args[s[1]] if s[0] == "arg" else produced[s[1]][s[2]]
                   for s in sources]
-        outputs = list(get_compute(node.op)(node, inputs))
-        got = [TensorType(t.static_shape, t.dtype) for t in outputs]
-        if got != list(node.output_types):
-            raise IRError(f"the compute of {node} gives {[str(t) for t in got]}, but shape "
-                          f"inference gives {[str(t) for t in node.output_types]}")
-        produced.append(outputs)
+        produced.append(checked_compute(node, inputs))
     return args, produced
-
-
-def fused_template(workload: FusedWorkload, family: str):
-    return get_schedule(family, workload.anchor_workload.op)
 
 
 def instantiate_fused(workload: FusedWorkload, family: str, target: Target,
@@ -118,20 +110,11 @@ def instantiate_fused(workload: FusedWorkload, family: str, target: Target,
         epilogue |= {id(t.op) for t in produced[workload.anchor]
                      if isinstance(t.op, te.ComputeOp) and not t.op.reduce_axis}
     outputs = compose(produced[last], epilogue)
-    template = fused_template(workload, family)
     anchor = workload.anchor_workload
-    space = template.space(anchor, target)
-    config = config if config is not None else space.default
-    sch = create_schedule(outputs)
-    for tensors in produced[:workload.anchor]:
-        for tensor in tensors:
-            sch[tensor].compute_inline()
-    template.schedule(anchor, config, sch, outputs, target)
-    func = lower(sch, [*args, *outputs], name)
-    function_attrs = getattr(template, "function_attrs", None)
-    if function_attrs is not None:
-        func = func.replace(attrs=tuple(sorted(function_attrs(anchor).items())))
-    return run_pipeline(func)
+    return schedule_and_lower(get_schedule(family, anchor.op), anchor, target, config, args,
+                              outputs, name,
+                              inline=[t for tensors in produced[:workload.anchor]
+                                      for t in tensors])
 
 
 def compose(outputs: Sequence[te.Tensor], inline: set[int]) -> list[te.Tensor]:
@@ -156,8 +139,3 @@ def compose(outputs: Sequence[te.Tensor], inline: set[int]) -> list[te.Tensor]:
 
     op = outputs[0].op
     return list(te.ComputeOp(op.name, op.axis, body_of(op), op.tag, op.attrs).outputs)
-
-
-def group_workload(workloads: Sequence[Workload], sources: Sequence[Sequence[Source]],
-                   anchor: int) -> FusedWorkload:
-    return FusedWorkload(tuple(workloads), tuple(tuple(s) for s in sources), anchor)

@@ -166,12 +166,17 @@ def make_placeholders(workload: Workload) -> list[te.Tensor | None]:
 def build_tensors(workload: Workload) -> tuple[list[te.Tensor | None], list[te.Tensor]]:
     """Placeholders and the compute's outputs, checked against the workload's output types."""
     inputs = make_placeholders(workload)
+    return inputs, checked_compute(workload, inputs)
+
+
+def checked_compute(workload: Workload, inputs: Sequence[te.Tensor | None]) -> list[te.Tensor]:
+    """The op's compute on `inputs`, checked against the workload's inferred output types."""
     outputs = list(get_compute(workload.op)(workload, inputs))
     got = [TensorType(t.static_shape, t.dtype) for t in outputs]
     if got != list(workload.output_types):
         raise IRError(f"the compute of {workload} gives {[str(t) for t in got]}, but shape "
                       f"inference gives {[str(t) for t in workload.output_types]}")
-    return inputs, outputs
+    return outputs
 
 
 def instantiate(workload: Workload, family: str, target: Target,
@@ -181,13 +186,23 @@ def instantiate(workload: Workload, family: str, target: Target,
     if workload.op in _EXTERNS:
         return run_pipeline(_EXTERNS[workload.op](workload, name))
     inputs, outputs = build_tensors(workload)
-    template = get_schedule(family, workload.op)
-    space = template.space(workload, target)
-    config = config if config is not None else space.default
-    sch = create_schedule(outputs)
+    return schedule_and_lower(get_schedule(family, workload.op), workload, target, config,
+                              [t for t in inputs if t is not None], outputs, name)
+
+
+def schedule_and_lower(template: ScheduleTemplate, workload: Workload, target: Target,
+                       config: Config | None, inputs: Sequence[te.Tensor],
+                       outputs: Sequence[te.Tensor], name: str,
+                       inline: Sequence[te.Tensor] = ()) -> PrimFunc:
+    """`template`'s schedule (at `config`, else its space's default) of the computes of
+    `outputs`, with the `inline` stages inlined first, lowered to a final-form kernel whose
+    params are `inputs`, then `outputs`."""
+    config = config if config is not None else template.space(workload, target).default
+    sch = create_schedule(list(outputs))
+    for tensor in inline:
+        sch[tensor].compute_inline()
     template.schedule(workload, config, sch, outputs, target)
-    params = [t for t in inputs if t is not None] + outputs
-    func = lower(sch, params, name)
+    func = lower(sch, [*inputs, *outputs], name)
     function_attrs = getattr(template, "function_attrs", None)
     if function_attrs is not None:
         func = func.replace(attrs=tuple(sorted(function_attrs(workload).items())))
