@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ember.compiler.kernels import KernelCall
-from ember.ir.graph import Graph, numpy_dtype
+from ember.ir.graph import Graph
 from ember.runtime.program import ALIGN, Buffer, Program, Step, Storage
 
 #: ops whose output is their input's bytes under another shape
@@ -30,14 +30,6 @@ MATCH_RANGE = 16
 
 def _aligned(size: int) -> int:
     return (size + ALIGN - 1) // ALIGN * ALIGN
-
-
-def _size(graph: Graph, name: str) -> int:
-    t = graph.types[name]
-    count = 1
-    for d in t.shape:
-        count *= d
-    return count * numpy_dtype(t.dtype).itemsize
 
 
 class _TokenPool:
@@ -100,12 +92,12 @@ def plan_program(graph: Graph, calls: Sequence[KernelCall]) -> Program:
         if call.outputs[0] in root:
             continue  # an alias: no kernel, no bytes
         for name in call.outputs:
-            naive += _aligned(_size(graph, name))
+            naive += _aligned(graph.types[name].nbytes)
             if name in outputs:
                 storage[name] = Storage("output", len(output_slots))
                 output_slots.append(name)
             else:
-                token_of[name] = pool.take(_aligned(_size(graph, name)))
+                token_of[name] = pool.take(_aligned(graph.types[name].nbytes))
         steps.append(Step(call.kernel, call.ops, call.inputs + call.outputs))
         for name in call.outputs:  # a value nobody reads is free at once
             if name in token_of and last_use.get(name, k) <= k:

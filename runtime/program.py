@@ -21,6 +21,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from ember.ir.graph import TensorType
+
 STORAGE_KINDS = ("input", "output", "param", "arena")
 
 #: every arena buffer starts on this boundary (the kernels' alignment contract)
@@ -39,6 +41,10 @@ class Buffer:
     shape: tuple[int, ...]
     dtype: str
     storage: Storage
+
+    @property
+    def nbytes(self) -> int:
+        return TensorType(self.shape, self.dtype).nbytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,16 +112,7 @@ class Program:
         if unknown:
             raise ValueError(f"the program uses values it does not describe: {unknown[:5]}")
         for b in self.buffers.values():
-            if b.storage.kind == "arena" and b.storage.index + nbytes(b) > self.arena_bytes:
+            if b.storage.kind == "arena" and b.storage.index + b.nbytes > self.arena_bytes:
                 raise ValueError(f"buffer {b.name!r} ends past the arena "
-                                 f"({b.storage.index} + {nbytes(b)} > {self.arena_bytes})")
-
-
-def nbytes(buffer: Buffer) -> int:
-    from ember.ir.graph import numpy_dtype
-
-    count = 1
-    for d in buffer.shape:
-        count *= d
-    return count * numpy_dtype(buffer.dtype).itemsize
+                                 f"({b.storage.index} + {b.nbytes} > {self.arena_bytes})")
 

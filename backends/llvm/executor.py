@@ -123,9 +123,7 @@ class ProgramExecutor:
             return self.params[index]
         if kind == "output":
             return slots[index]
-        dtype = numpy_dtype(buffer.dtype)
-        count = int(np.prod(buffer.shape, dtype=np.int64))
-        return self._arena[index:index + count * dtype.itemsize].view(dtype).reshape(
+        return self._arena[index:index + buffer.nbytes].view(numpy_dtype(buffer.dtype)).reshape(
             buffer.shape)
 
     def profile(self, inputs: list[np.ndarray], repeat: int = 5

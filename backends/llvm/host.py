@@ -138,6 +138,18 @@ def new_target_machine(info: TargetInfo, pic: bool = False) -> llvm.TargetMachin
         reloc="pic" if pic else "default", codemodel="jitdefault" if not pic else "default")
 
 
+@functools.cache
+def load_libm() -> None:
+    """Make libm's symbols (expf, tanhf, ...) explicit for the JIT's lookup (libm is in every
+    CPython process; loading it by name does not depend on that)."""
+    for name in ("libm.so.6", "libm.so"):
+        try:
+            llvm.load_library_permanently(name)
+            return
+        except RuntimeError:
+            continue
+
+
 def jit_engine(module: llvm.ModuleRef, info: TargetInfo, what: str
                ) -> tuple[llvm.ExecutionEngine, list[bytes]]:
     """An MCJIT engine holding `module`, compiled and linked into this process, and the object
@@ -146,6 +158,7 @@ def jit_engine(module: llvm.ModuleRef, info: TargetInfo, what: str
     MCJIT links a symbol it cannot find to address 0 without a word, and calling it would
     crash the process; so the object code's undefined symbols are looked up first, and a
     missing one raises CodegenError naming `what` was compiled."""
+    load_libm()
     engine = llvm.create_mcjit_compiler(module, new_target_machine(info))
     objects: list[bytes] = []
     engine.set_object_cache(lambda _module, data: objects.append(data), lambda _module: None)
@@ -156,6 +169,7 @@ def jit_engine(module: llvm.ModuleRef, info: TargetInfo, what: str
 
 def object_engine(objects: list[bytes], info: TargetInfo, what: str) -> llvm.ExecutionEngine:
     """An MCJIT engine holding object code compiled earlier by `jit_engine` for `info`."""
+    load_libm()
     _check_symbols(objects, what)
     engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine(info))
     for data in objects:

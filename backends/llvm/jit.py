@@ -29,25 +29,14 @@ from ember.backends.llvm import codegen
 from ember.backends.llvm.host import (
     TargetInfo,
     jit_engine,
-    object_engine,
     resolve_target,
     target_machine,
 )
 from ember.backends.llvm.parallel import get_runtime, load_libgomp, runtime_module_ir
-from ember.backends.llvm.runtime import DEFAULT_ALIGN, CompiledLibrary, Kernel, KernelSignature
+from ember.backends.llvm.runtime import DEFAULT_ALIGN, CompiledLibrary, Kernel
 from ember.errors import CodegenError, EmberError
 from ember.ir.loop import PrimFunc
 from ember.target import Target
-
-
-def _libm_loaded() -> None:
-    # libm is in every CPython process; loading it by name makes the JIT's lookup explicit.
-    for name in ("libm.so.6", "libm.so"):
-        try:
-            llvm.load_library_permanently(name)
-            return
-        except RuntimeError:
-            continue
 
 
 def parse_and_verify(text: str, names: Sequence[str]) -> llvm.ModuleRef:
@@ -83,7 +72,7 @@ class JitLibrary(CompiledLibrary):
         self.info = info
         self.llvm_ir = llvm_ir
         self.optimized_ir = optimized_ir
-        #: the machine code MCJIT made, loadable again with `load_objects`
+        #: the machine code MCJIT made, loadable again with `host.object_engine`
         self.object_code: list[bytes] = []
 
     def assembly(self) -> str:
@@ -117,7 +106,6 @@ def compile_primfuncs(funcs: Sequence[PrimFunc], target: str | Target | TargetIn
                          f"cross-compile")
     # A named CPU (-mcpu=haswell) runs here only if this CPU has its features: the caller's call.
     get_runtime()  # defines __ember_parallel_launch for the JIT's symbol lookup
-    _libm_loaded()
     module_ir, signatures = codegen.build_module(funcs, info, name, param_align)
     text = str(module_ir)
     module = parse_and_verify(text, [f.name for f in funcs])
@@ -179,17 +167,3 @@ def link_shared_library(objects: Sequence[bytes], info: TargetInfo, path: str,
         if result.returncode != 0:
             raise EmberError(f"linking {path} failed ({' '.join(command)}):\n{result.stderr}")
     return path
-
-
-def load_objects(objects: list[bytes], signatures: Sequence[KernelSignature],
-                 target: str | Target | TargetInfo = "llvm",
-                 param_align: int = DEFAULT_ALIGN) -> CompiledLibrary:
-    """Kernels from object code that `compile_primfuncs` made earlier (`library.object_code`)
-    in a process of this machine, without compiling anything."""
-    info = resolve_target(target)
-    get_runtime()
-    _libm_loaded()
-    engine = object_engine(objects, info, ", ".join(s.name for s in signatures))
-    kernels = {s.name: Kernel(s, engine.get_function_address(s.symbol), engine, param_align)
-               for s in signatures}
-    return CompiledLibrary(kernels, engine)

@@ -17,7 +17,7 @@ from typing import Any
 from ember.backends.llvm.executor import ENTRY_SYMBOL, ProgramExecutor
 from ember.backends.llvm.runtime import Kernel, KernelSignature, _sync_exported_runtime
 from ember.errors import ArtifactError
-from ember.runtime.artifact import MANIFEST, read_program
+from ember.runtime.artifact import MANIFEST, PARAMS, PROGRAM, read_program
 
 SHARED_LIBRARY = "kernels.so"
 _ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -73,7 +73,7 @@ class SavedCode:
     def save(self, directory: Path, params, linker: bool = True) -> dict:
         import shutil
 
-        for name in ("program.json", "params.npz", *self.body["code"]["files"]):
+        for name in (PROGRAM, PARAMS, *self.body["code"]["files"]):
             (directory / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.directory / name, directory / name)
         return self.body
