@@ -27,7 +27,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from ember.errors import ArtifactError, EmberError, FrontendError, InputError, ShapeError
-from ember.ir.graph import dtype_name
 from ember.runtime.module import Module, TensorSpec
 
 #: what flows between steps: a tensor, a sequence (list of tensors), or an empty optional
@@ -491,24 +490,7 @@ class HostModule(Module):
     "sequence(float32)", a list of arrays) and optionals (dtype "optional(...)", None or the
     value); tensor inputs are checked as in every module."""
 
-    def __init__(self, executor: HostExecutor, inputs: Sequence[TensorSpec],
-                 outputs: Sequence[TensorSpec], target: str):
-        super().__init__(executor, inputs, outputs, target)
-
-    def _check_feeds(self, feeds: Mapping[str, Any]) -> list[Value]:
-        if not isinstance(feeds, Mapping):
-            raise InputError(
-                f"feeds must be a dict of input name -> value, got {type(feeds).__name__}"
-            )
-        expected = [spec.name for spec in self.inputs]
-        missing = [name for name in expected if name not in feeds]
-        extra = [name for name in feeds if name not in expected]
-        if missing or extra:
-            raise InputError(f"inputs do not match the module: missing {missing}, unknown "
-                             f"{extra}; it takes {[str(s) for s in self.inputs]}")
-        return [self._check_value(spec, feeds[spec.name]) for spec in self.inputs]
-
-    def _check_value(self, spec: TensorSpec, value: Any) -> Value:
+    def _check_value(self, spec: TensorSpec, value: Any, dtype: Any = None) -> Value:
         if is_optional_spec(spec):
             if value is None:
                 return None
@@ -520,11 +502,4 @@ class HostModule(Module):
                                  f"got {type(value).__name__}")
             element = TensorSpec(spec.name, None, spec.dtype[len("sequence("):-1])
             return [self._check_value(element, item) for item in value]
-        array = value if isinstance(value, np.ndarray) else np.asarray(value)
-        if not spec.accepts_shape(tuple(array.shape)):
-            raise InputError(f"input {spec.name!r} expects shape {spec.shape}, "
-                             f"got {tuple(array.shape)}")
-        if spec.dtype != "unknown" and dtype_name(array.dtype) != spec.dtype:
-            raise InputError(f"input {spec.name!r} expects dtype {spec.dtype}, got "
-                             f"{dtype_name(array.dtype)}")
-        return array
+        return super()._check_value(spec, value, dtype)

@@ -226,20 +226,23 @@ class Module:
                 parts.append(f"unknown {extra}")
             raise InputError(f"inputs do not match the module: {'; '.join(parts)}; "
                              f"it takes {[str(s) for s in self.inputs]}")
-        arrays = []
-        for spec, dtype in zip(self.inputs, self._input_dtypes):
-            value = feeds[spec.name]
-            array = value if isinstance(value, np.ndarray) else np.asarray(value)
-            if not spec.accepts_shape(array.shape):
-                raise InputError(f"input {spec.name!r} expects shape {spec.shape}, "
-                                 f"got {tuple(array.shape)}")
-            if array.dtype != dtype and dtype_name(array.dtype) != spec.dtype:
-                hint = ("give an array of str" if spec.dtype == "string"
-                        else f"convert it with .astype(np.{spec.dtype})")
-                raise InputError(f"input {spec.name!r} expects dtype {spec.dtype}, got "
-                                 f"{dtype_name(array.dtype)}; {hint}")
-            arrays.append(array)
-        return arrays
+        return [self._check_value(spec, feeds[spec.name], dtype)
+                for spec, dtype in zip(self.inputs, self._input_dtypes)]
+
+    def _check_value(self, spec: TensorSpec, value: Any, dtype: np.dtype | None = None) -> Any:
+        """`value` as an array that fits `spec` (`dtype`, the spec's numpy dtype when known,
+        is a fast path for the check); InputError naming the input otherwise."""
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if not spec.accepts_shape(array.shape):
+            raise InputError(f"input {spec.name!r} expects shape {spec.shape}, "
+                             f"got {tuple(array.shape)}")
+        if (array.dtype != dtype and spec.dtype != "unknown"
+                and dtype_name(array.dtype) != spec.dtype):
+            hint = ("give an array of str" if spec.dtype == "string"
+                    else f"convert it with .astype(np.{spec.dtype})")
+            raise InputError(f"input {spec.name!r} expects dtype {spec.dtype}, got "
+                             f"{dtype_name(array.dtype)}; {hint}")
+        return array
 
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))
