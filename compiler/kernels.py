@@ -21,6 +21,7 @@ from ember.compiler.ops.fused import FusedWorkload, instantiate_fused
 from ember.compiler.ops.registry import get_schedule, has_compute
 from ember.ir.graph import Graph, Node
 from ember.ir.loop import PrimFunc
+from ember.ir.ops import Pattern, get_op
 from ember.target import Target
 
 #: (kernel name, family, target) -> lowered kernel. Keyed by name, not by workload: workloads
@@ -102,8 +103,6 @@ def graph_kernels(graph: Graph, family: str, target: Target,
 def _anchor(graph: Graph, group: Sequence[int]) -> int:
     """The position in `group` of its anchor: its one node that is not at most injective,
     else its last."""
-    from ember.ir.ops import Pattern, get_op
-
     for position, k in enumerate(group):
         if get_op(graph.nodes[k].op).pattern > Pattern.INJECTIVE:
             return position
