@@ -1,10 +1,12 @@
 """Math intrinsics and masked memory operations for the LLVM code generator.
 
-Math functions LLVM has an intrinsic for (exp, log, sqrt, fabs, floor, ceil, roundeven, trunc,
-pow, fma, sin, cos, minimum/maximum) are called as `llvm.*` intrinsics, which take vectors
-directly. The others (tanh, erf, atan, ...) are libm calls, made once per lane for vectors
-and resolved from the process's libm at JIT time. float16 and bfloat16 arguments are computed in
-float32 and rounded back. `round` is round-half-to-even (llvm.roundeven), as numpy's np.round.
+float32 exp, log, log1p, tanh, erf and sigmoid are inline polynomial code on scalars or vectors
+(vector_math.py). Other math functions LLVM has an intrinsic for (exp, log, sqrt, fabs, floor,
+ceil, roundeven, trunc, pow, fma, sin, cos, minimum/maximum) are called as `llvm.*`
+intrinsics, which take vectors directly. The others (tanh, erf, atan, ... in float64) are libm
+calls, made once per lane for vectors and resolved from the process's libm at JIT time.
+float16 and bfloat16 arguments are computed in float32 and rounded back. `round` is
+round-half-to-even (llvm.roundeven), as numpy's np.round.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import llvmlite.ir as ir
 
 from ember.backends.llvm import dtypes as T
+from ember.backends.llvm import vector_math
 from ember.ir import expr as E
 
 #: intrinsic name -> the overloaded LLVM intrinsic computing it
@@ -112,6 +115,11 @@ def emit_call(emitter: Any, call: E.Call) -> ir.Value:
 def _compute(emitter: Any, name: str, args: list[ir.Value], dtype: str,
              flags: tuple[str, ...]) -> ir.Value:
     bld = emitter.builder
+    if name in vector_math.FUNCTIONS and E.element_of(dtype) == "float32":
+        # inline polynomials: LLVM would call libm once per lane (vector_math.py)
+        return vector_math.emit(emitter, name, args[0], dtype)
+    if name == "pow":
+        return _power(emitter, args, dtype, flags)
     if name in LLVM_INTRINSICS:
         return call_llvm(emitter, LLVM_INTRINSICS[name], args, flags)
     if name in LIBM_FUNCTIONS:
@@ -125,6 +133,66 @@ def _compute(emitter: Any, name: str, args: list[ir.Value], dtype: str,
     if name == "fmod":
         return bld.frem(args[0], args[1], flags=flags)
     raise emitter.error(f"the llvm backend has no lowering for intrinsic {name!r}", None)
+
+
+#: exponents that `_power` computes by multiplication
+_SMALL_EXPONENTS = (-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
+
+
+def _power(emitter: Any, args: list[ir.Value], dtype: str,
+           flags: tuple[str, ...]) -> ir.Value:
+    """pow(x, y). An exponent in -1, 0, 0.5, 1..4, the same in every lane (GELU's x^3, a
+    square: the exponent is usually a constant tensor, known only at run time) takes a branch
+    that multiplies, divides or takes the square root, as numpy's power does for -1, 0.5 and 2
+    (so pow(-inf, 0.5) is NaN, as the reference); x * x * x is within an ulp of the correctly
+    rounded cube, and right at zeros, infinities and NaN. Other exponents call llvm.pow, libm
+    once per lane. The branch goes the same way on every call, so it predicts perfectly."""
+    x, y = args
+    if not isinstance(y.type, ir.VectorType) and isinstance(y, ir.Constant) \
+            and float(y.constant) not in _SMALL_EXPONENTS:
+        return call_llvm(emitter, "llvm.pow", args, flags)
+    bld = emitter.builder
+    first = bld.extract_element(y, T.I32(0)) if isinstance(y.type, ir.VectorType) else y
+    scalar_dtype = E.element_of(dtype)
+    uniform = T.I1(1)
+    if isinstance(y.type, ir.VectorType):
+        same = bld.fcmp_ordered("==", y, emitter.splat(first, y.type.count))
+        function = emitter.declare(f"llvm.vector.reduce.and.{T.mangle(same.type)}",
+                                   ir.FunctionType(T.I1, [same.type]))
+        uniform = bld.call(function, [same])
+    small = T.I1(0)
+    for exponent in _SMALL_EXPONENTS:
+        small = bld.or_(small, bld.fcmp_ordered("==", first, T.constant(scalar_dtype,
+                                                                         exponent)))
+    fast_block = bld.append_basic_block("pow.small")
+    slow_block = bld.append_basic_block("pow.general")
+    done = bld.append_basic_block("pow.end")
+    bld.cbranch(bld.and_(uniform, small), fast_block, slow_block)
+    bld.position_at_end(fast_block)
+    square = bld.fmul(x, x)
+    one = T.constant(dtype, 1.0)
+    fast = bld.select(bld.fcmp_ordered("==", first, T.constant(scalar_dtype, 1.0)), x, one)
+    fast = bld.select(bld.fcmp_ordered("==", first, T.constant(scalar_dtype, 2.0)),
+                      square, fast)
+    fast = bld.select(bld.fcmp_ordered("==", first, T.constant(scalar_dtype, 3.0)),
+                      bld.fmul(square, x), fast)
+    fast = bld.select(bld.fcmp_ordered("==", first, T.constant(scalar_dtype, 4.0)),
+                      bld.fmul(square, square), fast)
+    fast = bld.select(bld.fcmp_ordered("==", first, T.constant(scalar_dtype, 0.5)),
+                      call_llvm(emitter, "llvm.sqrt", [x]), fast)
+    fast = bld.select(bld.fcmp_ordered("==", first, T.constant(scalar_dtype, -1.0)),
+                      bld.fdiv(one, x), fast)
+    fast_end = bld.block
+    bld.branch(done)
+    bld.position_at_end(slow_block)
+    slow = call_llvm(emitter, "llvm.pow", args, flags)
+    slow_end = bld.block
+    bld.branch(done)
+    bld.position_at_end(done)
+    result = bld.phi(x.type)
+    result.add_incoming(fast, fast_end)
+    result.add_incoming(slow, slow_end)
+    return result
 
 
 # ----------------------------------------------------------------------------- memory

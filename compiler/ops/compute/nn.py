@@ -12,6 +12,10 @@ would make every vector load a gather): a padded copy is a one-step reduction wh
 condition guards the read (`guarded_copy`), so lowering emits an `if`, and vectorization a
 masked load.
 
+The row statistics of the softmax family (and of layer_norm and rms_norm, compute/norm.py) go
+through `row_reduce`: a long row along the last axis is reduced into interleaved partial
+results first (a hand-made rfactor), so that the CPU schedule vectorizes the reduction.
+
 conv_transpose is computed as TVM's topi does: the input is dilated by the strides and padded
 (one stage, `PAD_TAG`), then convolved with the spatially flipped weight at stride 1. That
 multiplies stride^d zeros per useful product, the price of a schedule shared with conv.
@@ -42,6 +46,8 @@ from ember.ir.expr import (
 PAD_TAG = "pad"
 #: tag of a stage that a schedule keeps next to the stage reading it (small statistics)
 STATS_TAG = "stats"
+#: name suffix of the partial results of a split row reduction (`row_reduce`)
+PARTIAL_SUFFIX = "_partial"
 
 _HALF = ("float16", "bfloat16")
 
@@ -308,13 +314,70 @@ class _Rows:
         """The reduced-shape indices of the row holding x's element at `indices`."""
         return (*indices[:self.axis], *indices[self.axis + 1:])
 
+    @property
+    def contiguous(self) -> bool:
+        """Whether a row is contiguous in memory (the last axis)."""
+        return self.axis == len(self.shape) - 1
+
+
+#: the partial results a long row reduction folds its partials into before the serial end
+_FOLDED_PARTIALS = 16
+
+
+def partial_count(length: int) -> int:
+    """How many interleaved partial results a row reduction over `length` contiguous
+    elements keeps (0: a plain serial reduction). Partial p reduces elements p, p + P, p + 2P,
+    ..., so a schedule vectorizes across p; four vectors of them hide the add latency of long
+    rows. 16 partials are one AVX-512 vector of float32, two AVX2 ones."""
+    if length < 64:
+        return 0
+    return 64 if length >= 1024 else 16
+
+
+def row_reduce(reducer: Callable[..., Expr], shape: Sequence[int], names: Sequence[str],
+               length: int, read: Callable[[Sequence[Expr], Expr], Expr], name: str,
+               contiguous: bool = True) -> te.Tensor:
+    """`reducer` over r in [0, length) of `read(o, r)`, one value per index o of `shape`: a
+    STATS_TAG stage. For long `contiguous` rows (see `partial_count`) it is two stages: the
+    partial results (named `name + PARTIAL_SUFFIX`, shape (*shape, P); 64 of them are
+    folded into 16 by a second such stage), then their reduction. Sums are then added in
+    another order, which float tolerances allow."""
+    count = partial_count(length) if contiguous else 0
+    if not count:
+        r = te.reduce_axis(length, "r")
+        return named_compute(shape, names, lambda *o: reducer(read(o, r.var), axis=r), name,
+                             tag=STATS_TAG)
+    steps = -(-length // count)
+    k = te.reduce_axis(steps, "rk")
+
+    def partial_body(*index: Expr) -> Expr:
+        position = k.var * count + index[-1]
+        inside = position < length if steps * count != length else None
+        return reducer(read(index[:-1], position), axis=k, where=inside)
+
+    partial = named_compute((*shape, count), [*names, "p"], partial_body,
+                            name + PARTIAL_SUFFIX, tag=STATS_TAG)
+    if count > _FOLDED_PARTIALS:
+        # fold the vectors of partials into one first (vector operations), so that the
+        # serial reduction at the end is a chain of 16, not of 64
+        unfolded = partial
+        j = te.reduce_axis(count // _FOLDED_PARTIALS, "rj")
+        partial = named_compute(
+            (*shape, _FOLDED_PARTIALS), [*names, "p"],
+            lambda *index: reducer(
+                unfolded[(*index[:-1], j.var * _FOLDED_PARTIALS + index[-1])], axis=j),
+            name + "_folded" + PARTIAL_SUFFIX, tag=STATS_TAG)
+        count = _FOLDED_PARTIALS
+    rp = te.reduce_axis(count, "rp")
+    return named_compute(shape, names, lambda *o: reducer(partial[(*o, rp.var)], axis=rp),
+                         name, tag=STATS_TAG)
+
 
 def _row_max(x: te.Tensor, rows: _Rows, acc: str, prefix: str) -> te.Tensor:
     """The maximum of each row (NaN-propagating, as numpy's), computed in `acc`."""
-    r = te.reduce_axis(x.static_shape[rows.axis], "r")
-    return named_compute(rows.reduced_shape, rows.kept,
-                         lambda *o: te.max(upcast(x[rows.full(o, r.var)], acc), axis=r),
-                         f"{prefix}_max", tag=STATS_TAG)
+    return row_reduce(te.max, rows.reduced_shape, rows.kept, x.static_shape[rows.axis],
+                      lambda o, r: upcast(x[rows.full(o, r)], acc), f"{prefix}_max",
+                      rows.contiguous)
 
 
 @register_compute("softmax")
@@ -327,12 +390,15 @@ def softmax(workload: Workload, inputs: Sequence[te.Tensor | None]) -> list[te.T
         x.static_shape, rows.names,
         lambda *i: call("exp", upcast(x[i], acc) - maximum[rows.drop(i)]),
         "softmax_exp", tag=STATS_TAG)
-    r = te.reduce_axis(x.static_shape[rows.axis], "r")
-    total = named_compute(rows.reduced_shape, rows.kept,
-                          lambda *o: te.sum(exps[rows.full(o, r.var)], axis=r),
-                          "softmax_sum", tag=STATS_TAG)
+    total = row_reduce(te.sum, rows.reduced_shape, rows.kept, x.static_shape[rows.axis],
+                       lambda o, r: exps[rows.full(o, r)], "softmax_sum", rows.contiguous)
+    # one division per row: a vector division costs several multiplies (the extra rounding
+    # of the reciprocal is within an ulp)
+    inverse = named_compute(rows.reduced_shape, rows.kept,
+                            lambda *o: const(1.0, acc) / total[o], "softmax_inverse",
+                            tag=STATS_TAG)
     out = named_compute(x.static_shape, rows.names,
-                        lambda *i: upcast(exps[i] / total[rows.drop(i)], dtype), "softmax")
+                        lambda *i: upcast(exps[i] * inverse[rows.drop(i)], dtype), "softmax")
     return [out]
 
 
@@ -342,12 +408,10 @@ def log_softmax(workload: Workload, inputs: Sequence[te.Tensor | None]) -> list[
     rows, dtype = _Rows(x.static_shape, workload.attrs.axis), x.dtype
     acc = compute_dtype(dtype)
     maximum = _row_max(x, rows, acc, "log_softmax")
-    r = te.reduce_axis(x.static_shape[rows.axis], "r")
-    total = named_compute(
-        rows.reduced_shape, rows.kept,
-        lambda *o: te.sum(call("exp", upcast(x[rows.full(o, r.var)], acc) - maximum[o]),
-                          axis=r),
-        "log_softmax_sum", tag=STATS_TAG)
+    total = row_reduce(
+        te.sum, rows.reduced_shape, rows.kept, x.static_shape[rows.axis],
+        lambda o, r: call("exp", upcast(x[rows.full(o, r)], acc) - maximum[tuple(o)]),
+        "log_softmax_sum", rows.contiguous)
     log_total = named_compute(rows.reduced_shape, rows.kept, lambda *o: call("log", total[o]),
                               "log_softmax_log", tag=STATS_TAG)
 

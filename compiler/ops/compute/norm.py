@@ -21,6 +21,7 @@ from ember.compiler.ops.compute.nn import (
     broadcast_read,
     compute_dtype,
     named_compute,
+    row_reduce,
     upcast,
 )
 from ember.compiler.ops.registry import Workload, register_compute
@@ -60,19 +61,33 @@ def _row_statistics(x: te.Tensor, outer: Sequence[int], reduce_shape: Sequence[i
     reduce_vars)` over `reduce_shape`, one value per outer index (two-pass)."""
     count = const(float(math.prod(reduce_shape)), acc)
     names = [f"o{d}" for d in range(len(outer))]
-    r1 = [te.reduce_axis(e, f"r{d}") for d, e in enumerate(reduce_shape)]
-    total = named_compute(outer, names,
-                          lambda *o: te.sum(read(o, [r.var for r in r1]), axis=r1),
-                          f"{prefix}_sum", tag=STATS_TAG)
-    mean = named_compute(outer, names, lambda *o: total[o] / count, f"{prefix}_mean",
-                         tag=STATS_TAG)
-    r2 = [te.reduce_axis(e, f"r{d}") for d, e in enumerate(reduce_shape)]
+    if len(reduce_shape) == 1:
+        # one contiguous axis: row_reduce splits long rows into vectorizable partial sums
+        def centered_square(o: Sequence[Expr], r: Expr) -> Expr:
+            centered = read(o, [r]) - mean[tuple(o)]
+            return centered * centered
 
-    def squares(*o: Expr) -> Expr:
-        centered = read(o, [r.var for r in r2]) - mean[o]
-        return te.sum(centered * centered, axis=r2)
+        total = row_reduce(te.sum, outer, names, reduce_shape[0],
+                           lambda o, r: read(o, [r]), f"{prefix}_sum")
+        mean = named_compute(outer, names, lambda *o: total[o] / count, f"{prefix}_mean",
+                             tag=STATS_TAG)
+        square_sum = row_reduce(te.sum, outer, names, reduce_shape[0], centered_square,
+                                f"{prefix}_square_sum")
+    else:
+        r1 = [te.reduce_axis(e, f"r{d}") for d, e in enumerate(reduce_shape)]
+        total = named_compute(outer, names,
+                              lambda *o: te.sum(read(o, [r.var for r in r1]), axis=r1),
+                              f"{prefix}_sum", tag=STATS_TAG)
+        mean = named_compute(outer, names, lambda *o: total[o] / count, f"{prefix}_mean",
+                             tag=STATS_TAG)
+        r2 = [te.reduce_axis(e, f"r{d}") for d, e in enumerate(reduce_shape)]
 
-    square_sum = named_compute(outer, names, squares, f"{prefix}_square_sum", tag=STATS_TAG)
+        def squares(*o: Expr) -> Expr:
+            centered = read(o, [r.var for r in r2]) - mean[o]
+            return te.sum(centered * centered, axis=r2)
+
+        square_sum = named_compute(outer, names, squares, f"{prefix}_square_sum",
+                                   tag=STATS_TAG)
     var = named_compute(outer, names, lambda *o: square_sum[o] / count, f"{prefix}_var",
                         tag=STATS_TAG)
     return mean, var
@@ -154,13 +169,21 @@ def rms_norm(workload: Workload, inputs: Sequence[te.Tensor | None]) -> list[te.
     axis = attrs.axis
     outer, inner = shape[:axis], shape[axis:]
     names = [f"o{d}" for d in range(axis)]
-    r = [te.reduce_axis(e, f"r{d}") for d, e in enumerate(inner)]
+    if len(inner) == 1:
+        def square(o: Sequence[Expr], r: Expr) -> Expr:
+            v = upcast(x[(*o, r)], acc)
+            return v * v
 
-    def squares(*o: Expr) -> Expr:
-        v = upcast(x[(*o, *[a.var for a in r])], acc)
-        return te.sum(v * v, axis=r)
+        square_sum = row_reduce(te.sum, outer, names, inner[0], square, "rms_norm_square_sum")
+    else:
+        r = [te.reduce_axis(e, f"r{d}") for d, e in enumerate(inner)]
 
-    square_sum = named_compute(outer, names, squares, "rms_norm_square_sum", tag=STATS_TAG)
+        def squares(*o: Expr) -> Expr:
+            v = upcast(x[(*o, *[a.var for a in r])], acc)
+            return te.sum(v * v, axis=r)
+
+        square_sum = named_compute(outer, names, squares, "rms_norm_square_sum",
+                                   tag=STATS_TAG)
     count = const(float(math.prod(inner)), acc)
     eps = const(attrs.epsilon, acc)
     inv_rms = named_compute(

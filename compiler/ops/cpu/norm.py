@@ -11,13 +11,17 @@ row loop, right before the row's elementwise epilogue reads them:
 
 For softmax along a non-last axis, a "row" is a slice of the last axis (x[..., :, ..., j:j+t]):
 the statistics of a whole slice are vectorized across it, the reduction loop outside the
-vector. Along the last axis, and for the norms (their reductions cover the last axis), the
-reductions are serial scalar loops: a vectorized row reduction needs an rfactor-style
-two-stage sum, left to the later full-speed schedules. The elementwise stages (the output,
-softmax's exponentials) are always vectorized along the last axis.
+vector. Along the last axis (softmax family, layer_norm and rms_norm over one axis), a row
+of 64 or more elements is reduced in two stages made by the compute (compute/nn.py's
+`row_reduce`, a hand-written rfactor): interleaved partial results, vectorized across the
+partials with the reduction loop outside (`schedule_partial`: one or four vector chains),
+then a short serial reduction of the partials. Shorter rows, and the norms over several
+axes, reduce in serial scalar loops. The elementwise stages (the output, softmax's
+exponentials) are always vectorized along the last axis.
 
-Knob: `row_chunk`, the width of a last-axis slice when the rows alone are too few to feed
-every core (softmax family only).
+Knobs: `row_chunk`, the width of a last-axis slice when the rows alone are too few to feed
+every core (softmax family only); `lanes`, `unroll_partials` and `parallel` (softmax family,
+layer_norm, rms_norm: see `add_row_knobs`).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ember.compiler.ops.compute.nn import STATS_TAG, compute_dtype
+from ember.compiler.ops.compute.nn import PARTIAL_SUFFIX, STATS_TAG, compute_dtype
 from ember.compiler.ops.cpu.hardware import CpuFacts, cpu_facts
 from ember.compiler.ops.cpu.matmul import (
+    PARALLEL_MIN_WORK,
     add_default_knob,
     fuse_inner,
     fuse_parallel,
@@ -83,13 +88,58 @@ def schedule_stat(stage: Stage, vector_last: bool, width: int, lanes: int) -> No
     vectorize_width(stage, data[-1], width, lanes)
 
 
+def is_partial(t: te.Tensor) -> bool:
+    """Whether `t` holds the partial results of a split row reduction (compute/nn.py's
+    `row_reduce`): its last axis indexes interleaved partial accumulators."""
+    return t.op.name.endswith(PARTIAL_SUFFIX)
+
+
+def schedule_partial(stage: Stage, lanes: int, unroll: bool = True) -> None:
+    """The partial results of a row reduction: the reduction loop outside, the partials
+    inside as vectors (each vector an independent accumulator chain, unrolled when
+    `unroll`)."""
+    data = list(stage.op.axis)
+    reduce_axes = list(stage.op.reduce_axis)
+    extent = stage.op.output(0).static_shape[-1]
+    if extent <= lanes:
+        stage.reorder(*data[:-1], *reduce_axes, data[-1])
+        stage.vectorize(data[-1])
+        return
+    chains, vector = stage.split(data[-1], factor=lanes)
+    stage.reorder(*data[:-1], *reduce_axes, chains, vector)
+    if unroll:
+        stage.unroll(chains)
+    stage.vectorize(vector)
+
+
+def rows_loop(stage: Stage, axes: Sequence[te.IterVar], work: int, facts: CpuFacts,
+              parallel: bool | None = None) -> te.IterVar | None:
+    """Fuse the row `axes` into one loop: parallel as `parallel` says, or (None) when `work`
+    pays for a launch."""
+    if parallel is not None:
+        work = PARALLEL_MIN_WORK if parallel else 0
+    return fuse_parallel(stage, axes, work, facts)
+
+
+def add_row_knobs(space: ConfigSpace, lanes: int, work: int) -> None:
+    """The knobs every row schedule shares: `lanes` (vector width of the elementwise stages
+    and the partial sums: half a register, one, or two unrolled), `unroll_partials` (the
+    vectors of partial results as independent unrolled chains, or a loop) and `parallel`
+    (rows across cores; default when the work pays for a launch)."""
+    add_default_knob(space, "lanes", sorted({max(1, lanes // 2), lanes, 2 * lanes}), lanes)
+    add_default_knob(space, "unroll_partials", [False, True], True)
+    add_default_knob(space, "parallel", [False, True], work >= PARALLEL_MIN_WORK)
+
+
 def schedule_rows(sch: Schedule, out: te.Tensor, row_rank: int, facts: CpuFacts, lanes: int,
-                  work: int, chunk: int | None = None, along: int | None = None) -> None:
+                  work: int, chunk: int | None = None, along: int | None = None,
+                  parallel: bool | None = None, unroll: bool = True) -> None:
     """Schedule `out` and its statistics: the first `row_rank` axes of `out` fused into the
     (parallel) row loop, the statistics computed in it, the remaining axes fused and
     vectorized. With `along` (softmax: the reduced axis, >= row_rank), the axes between
     `along` and the last one join the row loop too, the last axis is cut into slices of
-    `chunk` (joining the row loop), and statistics are vectorized across a slice."""
+    `chunk` (joining the row loop), and statistics are vectorized across a slice. `parallel`
+    and `unroll`: see `add_row_knobs`."""
     shape = out.static_shape
     if 0 in shape:
         return
@@ -105,19 +155,22 @@ def schedule_rows(sch: Schedule, out: te.Tensor, row_rank: int, facts: CpuFacts,
             row_axes.append(lo)
             width = chunk
         stage.reorder(*row_axes, axes[along], last)
-        rows = fuse_parallel(stage, row_axes, work, facts)
+        rows = rows_loop(stage, row_axes, work, facts, parallel)
         vectorize_width(stage, last, width, lanes)
         for t in stats:
             _attach(sch, t, stage, rows)
             schedule_stat(sch[t], True, width, lanes)
         return
-    rows = fuse_parallel(stage, axes[:row_rank], work, facts)
+    rows = rows_loop(stage, axes[:row_rank], work, facts, parallel)
     inner = axes[row_rank:]
     if inner:
         fused, extent = fuse_inner(stage, inner, shape[row_rank:])
         vectorize_width(stage, fused, extent, lanes)
     for t in stats:
         _attach(sch, t, stage, rows)
+        if is_partial(t):
+            schedule_partial(sch[t], lanes, unroll)
+            continue
         # a stage keeping the normalized axis (softmax's exponentials) is elementwise along it
         keeps_axis = along is not None and t.ndim == out.ndim
         schedule_stat(sch[t], keeps_axis, shape[-1], lanes)
@@ -150,6 +203,7 @@ class SoftmaxTemplate:
                 chunk = max(4 * lanes, (chunk // 2) // lanes * lanes)
         add_default_knob(space, "row_chunk", tile_choices(width, [lanes * k for k in (1, 2, 4, 8)],
                                                           width), chunk)
+        add_row_knobs(space, lanes, 8 * math.prod(shape))
         return space
 
     def schedule(self, workload: Workload, config: Config, sch: Schedule,
@@ -159,8 +213,10 @@ class SoftmaxTemplate:
         shape = workload.input_types[0].shape
         work = 8 * math.prod(shape)
         axis = workload.attrs.axis
-        schedule_rows(sch, outputs[0], axis, facts, lanes, work, chunk=config["row_chunk"],
-                      along=axis)
+        values = config.as_dict()  # records from before a knob existed lack it
+        schedule_rows(sch, outputs[0], axis, facts, values.get("lanes", lanes), work,
+                      chunk=values["row_chunk"], along=axis, parallel=values.get("parallel"),
+                      unroll=values.get("unroll_partials", True))
 
 
 # ----------------------------------------------------------------------------- norms
@@ -171,23 +227,30 @@ class LastAxesNormTemplate:
     """Normalization over the trailing axes axis..rank-1: rows are the leading axes."""
 
     def space(self, workload: Workload, target: Target) -> ConfigSpace:
-        return ConfigSpace()
+        space = ConfigSpace()
+        lanes = cpu_facts(target).lanes(_acc_dtype(workload))
+        add_row_knobs(space, lanes, 6 * math.prod(workload.input_types[0].shape))
+        return space
 
     def schedule(self, workload: Workload, config: Config, sch: Schedule,
                  outputs: Sequence[te.Tensor], target: Target) -> None:
         facts = cpu_facts(target)
-        lanes = facts.lanes(_acc_dtype(workload))
         shape = workload.input_types[0].shape
+        values = config.as_dict()  # records from before a knob existed lack it
+        lanes = values.get("lanes", facts.lanes(_acc_dtype(workload)))
+        parallel = values.get("parallel")
+        unroll = values.get("unroll_partials", True)
         work = 6 * math.prod(shape)
         axis = workload.attrs.axis
         if len(outputs) == 1:
-            schedule_rows(sch, outputs[0], axis, facts, lanes, work)
+            schedule_rows(sch, outputs[0], axis, facts, lanes, work, parallel=parallel,
+                          unroll=unroll)
             return
         # with_stats: the mean and inverse deviation are outputs too, so every stage is
         # computed at root (each parallel over rows), the statistics before their readers
         stage = sch[outputs[0]]
         axes = list(stage.op.axis)
-        fuse_parallel(stage, axes[:axis], work, facts)
+        rows_loop(stage, axes[:axis], work, facts, parallel)
         inner = axes[axis:]
         if inner:
             fused, extent = fuse_inner(stage, inner, shape[axis:])
@@ -196,8 +259,11 @@ class LastAxesNormTemplate:
             st = sch[t]
             if not st.op.axis:
                 continue
-            if st.op.reduce_axis:  # a row reduction: rows in parallel, serial inside
-                fuse_parallel(st, st.op.axis, work, facts)
+            if is_partial(t):  # rows in parallel, vector partials inside
+                rows_loop(st, st.op.axis[:-1], work, facts, parallel)
+                schedule_partial(st, lanes, unroll)
+            elif st.op.reduce_axis:  # a row reduction: rows in parallel, serial inside
+                rows_loop(st, st.op.axis, work, facts, parallel)
             elif math.prod(t.static_shape) >= lanes:
                 fused, extent = fuse_inner(st, st.op.axis, t.static_shape)
                 vectorize_width(st, fused, extent, lanes)
