@@ -206,4 +206,5 @@ def schedule_and_lower(template: ScheduleTemplate, workload: Workload, target: T
     function_attrs = getattr(template, "function_attrs", None)
     if function_attrs is not None:
         func = func.replace(attrs=tuple(sorted(function_attrs(workload).items())))
-    return run_pipeline(func)
+    finish = getattr(template, "finish_lowered", None)  # a template's rewrite of its loops
+    return run_pipeline(func) if finish is None else finish(run_pipeline(func))

@@ -78,9 +78,17 @@ def copy_loops(source: Buffer, target: Buffer, lanes: int, parallel: bool) -> St
     stmt: Stmt = L.loop(chunk, chunks, inner(chunk))
     for d in range(len(lead) - 1, -1, -1):
         stmt = L.loop(lead[d], shape[d], stmt)
-    if parallel and isinstance(stmt, L.For) and int(stmt.extent.value) > 1:
-        stmt = dataclasses.replace(stmt, kind=ForKind.PARALLEL)
-    return stmt
+    return _parallel_outermost(stmt) if parallel else stmt
+
+
+def _parallel_outermost(stmt: Stmt) -> Stmt:
+    """`stmt` with its outermost loop of more than one iteration parallel (size-1 leading
+    axes, as the batch axis of a KV cache, would leave the copy on one thread)."""
+    if not isinstance(stmt, L.For) or not isinstance(stmt.extent, E.IntImm):
+        return stmt
+    if stmt.extent.value > 1:
+        return dataclasses.replace(stmt, kind=ForKind.PARALLEL)
+    return dataclasses.replace(stmt, body=_parallel_outermost(stmt.body))
 
 
 def combine(reduction: str, old: Expr, new: Expr) -> Expr:
