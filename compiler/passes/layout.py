@@ -6,10 +6,14 @@ fewer than a block: an RGB stem reads one block of 3 channels, NCHW3c) into
 
     layout_transform(x, NCHW -> NCHW{b}c) -> conv2d_nchwc(x_blocked, packed weight)
 
-with the weight packed at compile time (OC/b, IC/ic, KH, KW, ic, b); a depthwise conv (groups
-= channels = filters) whose input exists blocked already into depthwise_conv2d_nchwc with its
-weight packed (C/b, KH, KW, b). Other grouped convs stay NCHW. The blocked value then
-flows on through what can compute on it:
+with the weight packed at compile time (OC/b, IC/ic, KH, KW, ic, b); a grouped conv whose
+groups' input and output channels are whole blocks into a grouped conv2d_nchwc (each output
+block reads its group's input blocks; AlexNet's groups of 48 and 192 channels); a depthwise
+conv (groups = channels = filters) whose input exists blocked already into
+depthwise_conv2d_nchwc with its weight packed (C/b, KH, KW, b). Grouped convs whose groups
+split blocks (ShuffleNet's 4 groups of 68 channels) stay NCHW: a blocked form would read
+and multiply the zero weights of the neighbouring group's channels in every straddling block.
+The blocked value then flows on through what can compute on it:
 
 - layout-free elementwise and broadcast ops (relu, clip, the bias add, a residual add of two
   blocked tensors, ...), unchanged: their constant operands are transformed with numpy now, a
@@ -26,6 +30,13 @@ Transforms cancel where they meet: a conv reading a value that already exists bl
 it directly (a conv -> relu -> conv chain has one transform in and one out), and a transform
 whose input is the inverse transform of a value is that value (also for transforms already in
 the graph). The builder drops whatever this leaves dead (the unpacked weights).
+
+Channel counts that do not divide into blocks (24, 184: MobileNetV3's) are padded to whole
+blocks when that adds at most a third (`MAX_PADDING`): the conv weights and bias get zero rows
+and columns, so padding channels come out of a conv as zeros and add nothing to the next; the
+transform out drops them (layout_transform's `channels`). Between convs a padded value passes
+only through ops that stay finite on any input (`PADDING_SAFE`), so what the padding channels
+hold never turns into a NaN that a zero weight would spread.
 
 The block is the host's float32 vector width (16 with AVX-512): one register of output
 channels per accumulator in the conv2d_nchwc schedule (compiler/ops/cpu/conv_nchwc.py).
@@ -44,6 +55,7 @@ from ember.ir.ops.layout import (
     blocked_layout,
     pack_conv_weight,
     pack_depthwise_weight,
+    padded_channels,
     to_blocked,
 )
 
@@ -57,6 +69,21 @@ LAYOUT_FREE_BROADCAST = frozenset({
 
 #: pooling ops that run blocked as a 3-D pool with a window of one along the block axis
 BLOCKED_POOLS = frozenset({"max_pool", "average_pool"})
+
+#: reductions over (H, W) that run blocked over the same axes of NCHW{b}c
+BLOCKED_REDUCTIONS = frozenset({"reduce_mean", "reduce_max"})
+
+#: ops that may compute on a value whose last channel block is padded: finite on any finite
+#: input (the padding channels hold whatever they compute, never read by what follows: convs
+#: weigh them zero, transforms out drop them); div only by a constant (its padding is 1)
+PADDING_SAFE = frozenset({
+    "relu", "clip", "sigmoid", "tanh", "leaky_relu", "gelu", "erf", "neg", "abs",
+    "add", "sub", "mul", "div", "maximum", "minimum",
+})
+
+#: a channel count that does not divide into blocks is padded to whole blocks when that
+#: adds at most a third (24 -> 32, 184 -> 192; not 20 -> 32)
+MAX_PADDING = 1 / 3
 
 
 @functools.cache
@@ -88,11 +115,22 @@ def _convertible_conv(graph: Graph, node: Node, block: int) -> bool:
     x, w = graph.types[node.inputs[0]], graph.types[node.inputs[1]]
     bias = node.inputs[2] if len(node.inputs) > 2 else ""
     if not (x.rank == 4 and x.dtype == "float32" and node.inputs[1] in graph.constants
-            and (not bias or bias in graph.constants) and w.shape[0] % block == 0):
+            and (not bias or bias in graph.constants) and _blocks(w.shape[0], block)):
         return False
-    if node.attrs.groups == 1:
-        return x.shape[1] % block == 0 or x.shape[1] < block
-    return _is_depthwise(node, x.shape[1], w.shape[0])
+    groups = node.attrs.groups
+    if groups == 1:
+        return _blocks(x.shape[1], block) or x.shape[1] < block
+    if _is_depthwise(node, x.shape[1], w.shape[0]):
+        return True
+    return (x.shape[1] // groups) % block == 0 and (w.shape[0] // groups) % block == 0
+
+
+def _blocks(channels: int, block: int) -> bool:
+    """Whether `channels` go blocked: whole blocks, or more than one block padded by at most
+    MAX_PADDING."""
+    if channels % block == 0:
+        return True
+    return channels > block and padded_channels(channels, block) <= channels * (1 + MAX_PADDING)
 
 
 def _is_depthwise(node: Node, channels: int, filters: int) -> bool:
@@ -101,9 +139,9 @@ def _is_depthwise(node: Node, channels: int, filters: int) -> bool:
 
 
 def _input_block(channels: int, block: int) -> int:
-    """The input-channel block of a conv: `block`, or all channels when there are fewer (an
-    RGB stem reads NCHW3c: one block of 3)."""
-    return block if channels % block == 0 else channels
+    """The input-channel block of a conv: `block` (the last one padded if partial), or all
+    channels when there are fewer (an RGB stem reads NCHW3c: one block of 3)."""
+    return block if channels >= block else channels
 
 
 def _layout_free(op: str) -> bool:
@@ -132,7 +170,8 @@ class _LayoutRewrite:
             elif node.op == "layout_transform":
                 self._transform_node(node)
             elif not (self._try_blocked_elementwise(node) or self._try_blocked_pool(node)
-                      or self._try_blocked_concat(node) or self._try_blocked_batch_norm(node)):
+                      or self._try_blocked_concat(node) or self._try_blocked_batch_norm(node)
+                      or self._try_blocked_reduce(node)):
                 self._keep(node)
         for name in self.graph.outputs:
             self._materialize(name)
@@ -140,17 +179,21 @@ class _LayoutRewrite:
 
     # -- values in either layout
 
-    def transform(self, value: str, src: str, dst: str, hint: str | None = None) -> str:
-        """`value` (of the new graph) in layout `dst`; the input of an inverse transform
-        where `value` is one (the pair cancels)."""
+    def transform(self, value: str, src: str, dst: str, hint: str | None = None,
+                  channels: int = 0) -> str:
+        """`value` (of the new graph) in layout `dst` (to NCHW: its first `channels` when
+        nonzero); the input of an inverse transform where `value` is one (the pair
+        cancels)."""
         made = self.transforms.get(value)
         if made is not None and made[1:] == (dst, src):
             return made[0]
         for result, entry in self.transforms.items():  # the same transform made before
             if entry == (value, src, dst):
                 return result
-        (result,) = self.rewriter.emit("layout_transform", [value],
-                                       {"src_layout": src, "dst_layout": dst},
+        attrs = {"src_layout": src, "dst_layout": dst}
+        if channels:
+            attrs["channels"] = channels
+        (result,) = self.rewriter.emit("layout_transform", [value], attrs,
                                        hint=hint or f"{value}:{dst}")
         self.transforms[result] = (value, src, dst)
         return result
@@ -164,8 +207,10 @@ class _LayoutRewrite:
     def _materialize(self, old: str) -> None:
         """Make the NCHW form of `old` exist (a transform out of its blocked form)."""
         if old and old not in self.plain and old in self.blocked:
+            channels = self.graph.types[old].shape[1]
+            padded = channels % self.block != 0
             self.rewriter.alias(old, self.transform(self.blocked[old], self.layout, "NCHW",
-                                                    hint=old))
+                                                    hint=old, channels=channels * padded))
         self.plain.add(old)
 
     def _keep(self, node: Node) -> None:
@@ -181,12 +226,15 @@ class _LayoutRewrite:
         weight = self.graph.constants[w]
         attrs = {key: node.attrs[key] for key in ("strides", "dilations", "pads")}
         out = node.outputs[0]
-        if node.attrs.groups > 1:
+        if self._depthwise(node):
             op, in_block = "depthwise_conv2d_nchwc", self.block
             packed = pack_depthwise_weight(weight, self.block)
         else:
+            # grouped: (OC, IC/groups, KH, KW) packs like any weight, one group's channels
             op, in_block = "conv2d_nchwc", _input_block(weight.shape[1], self.block)
             packed = pack_conv_weight(weight, in_block, self.block)
+            if node.attrs.groups > 1:
+                attrs["groups"] = node.attrs.groups
         packed_name = self.rewriter.add_constant(packed, hint=f"{w}:{self.layout}")
         if in_block == self.block:
             data = self.blocked_value(x)
@@ -203,10 +251,14 @@ class _LayoutRewrite:
                                            hint=f"{out}:{self.layout}")
         self.blocked[out] = result
 
+    def _depthwise(self, node: Node) -> bool:
+        x, w = self.graph.types[node.inputs[0]], self.graph.types[node.inputs[1]]
+        return _is_depthwise(node, x.shape[1], w.shape[0])
+
     def _pays(self, node: Node) -> bool:
         """A depthwise conv does too little work to pay for a transform of its input: it runs
         blocked only when its input exists blocked already."""
-        return node.attrs.groups == 1 or node.inputs[0] in self.blocked
+        return not self._depthwise(node) or node.inputs[0] in self.blocked
 
     def _transform_node(self, node: Node) -> None:
         """A layout_transform already in the graph: its NCHW side joins the tracking, so it
@@ -237,7 +289,10 @@ class _LayoutRewrite:
         if not any(v in self.blocked and v not in self.plain for v in node.inputs):
             return False
         shape = self.graph.types[node.outputs[0]].shape
-        operands = [self._operand(value, shape) for value in node.inputs]
+        if len(shape) == 4 and shape[1] % self.block and not self._padding_safe(node):
+            return False
+        fill = 1.0 if node.op == "div" else 0.0
+        operands = [self._operand(value, shape, fill) for value in node.inputs]
         if any(operand is None for operand in operands):
             return False
         inputs = [self.blocked_value(value) if kind == "nchw" else value
@@ -261,6 +316,20 @@ class _LayoutRewrite:
             kernel_shape=(*attrs.kernel_shape, 1), strides=(*attrs.strides, 1),
             dilations=(*attrs.dilations, 1), pads=(top, left, 0, bottom, right, 0))
         (result,) = self.rewriter.emit(node.op, [self.blocked[x]], blocked_attrs, node.name,
+                                       hint=f"{node.outputs[0]}:{self.layout}")
+        self.blocked[node.outputs[0]] = result
+        return True
+
+    def _try_blocked_reduce(self, node: Node) -> bool:
+        """A global pool as a reduction over H and W keeping them (a squeeze-and-excite
+        block's mean) of a blocked value: the same reduction over the blocked H and W axes,
+        its (N, C/b, 1, 1, b) result blocked too."""
+        if node.op not in BLOCKED_REDUCTIONS or len(node.outputs) != 1:
+            return False
+        (x,) = node.inputs
+        if x not in self.blocked or tuple(node.attrs.axes) != (2, 3) or not node.attrs.keepdims:
+            return False
+        (result,) = self.rewriter.emit(node.op, [self.blocked[x]], node.attrs, node.name,
                                        hint=f"{node.outputs[0]}:{self.layout}")
         self.blocked[node.outputs[0]] = result
         return True
@@ -310,13 +379,24 @@ class _LayoutRewrite:
         self.blocked[out] = result
         return True
 
-    def _operand(self, value: str, shape: tuple[int, ...]) -> tuple[str, str] | None:
+    def _padding_safe(self, node: Node) -> bool:
+        """Whether `node` may compute on padded channels (PADDING_SAFE; a divisor must be a
+        constant, whose padding is 1)."""
+        if node.op not in PADDING_SAFE:
+            return False
+        if node.op == "div":
+            divisor = self.rewriter.value(node.inputs[1])
+            return self.rewriter.constant(divisor) is not None
+        return True
+
+    def _operand(self, value: str, shape: tuple[int, ...],
+                 fill: float = 0.0) -> tuple[str, str] | None:
         """How operand `value` reads in the blocked layout: ("new", a new graph value),
         ("nchw", the old value, to transform in), or None when it cannot."""
         if not value:
             return ("new", value)
         if value in self.blocked:
-            if self.graph.types[value].shape != shape:
+            if not self._broadcasts_blocked(self.graph.types[value].shape, shape):
                 return None
             return ("new", self.blocked[value])
         new = self.rewriter.value(value)
@@ -324,17 +404,28 @@ class _LayoutRewrite:
         if constant is not None:
             if constant.size == 1 and constant.ndim <= 4:
                 return ("new", new)  # broadcasts the same against any layout
-            blocked = self._blocked_constant(constant, shape, hint=f"{new}:{self.layout}")
+            blocked = self._blocked_constant(constant, shape, hint=f"{new}:{self.layout}",
+                                             fill=fill)
             return None if blocked is None else ("new", blocked)
-        if self.graph.types[value].shape == shape:
+        if self._broadcasts_blocked(self.graph.types[value].shape, shape):
             self._materialize(value)
             return ("nchw", value)
         return None
 
+    @staticmethod
+    def _broadcasts_blocked(operand: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+        """Whether an NCHW operand of shape `operand` broadcasts against `shape` the same in
+        the blocked layout: the same batch and channels, each of H and W equal or 1 (an
+        excite scale (N, C, 1, 1) times the features)."""
+        if len(operand) != 4 or len(shape) != 4 or operand[:2] != shape[:2]:
+            return False
+        return all(a in (1, b) for a, b in zip(operand[2:], shape[2:]))
+
     def _blocked_constant(self, array: np.ndarray, shape: tuple[int, ...],
-                          hint: str) -> str | None:
+                          hint: str, fill: float = 0.0) -> str | None:
         """A constant operand broadcasting against an NCHW `shape`, as one broadcasting
-        against its blocked form (a per-channel vector becomes (1, C/b, 1, 1, b))."""
+        against its blocked form (a per-channel vector becomes (1, C/b, 1, 1, b), a partial
+        last block padded with `fill`)."""
         if array.ndim > 4:
             return None
         full = array.reshape((1,) * (4 - array.ndim) + array.shape)
@@ -342,7 +433,7 @@ class _LayoutRewrite:
             n, _, h, w = full.shape
             blocked = full.reshape(n, 1, h, w, 1)
         elif full.shape[1] == shape[1]:
-            blocked = to_blocked(full, self.block)
+            blocked = to_blocked(full, self.block, fill)
         else:
             return None
         return self.rewriter.add_constant(blocked, hint=hint)

@@ -73,9 +73,13 @@ def test_layout_errors():
     with pytest.raises(ShapeError, match="'NHWC' is not supported"):
         lt.infer_types(lt.make_attrs({"src_layout": "NHWC", "dst_layout": "NCHW"}),
                        [TensorType((1, 4, 2, 2), "float32")])
-    with pytest.raises(ShapeError, match="divisible by the block 16"):
+    with pytest.raises(ShapeError, match="must have rank 4"):
         lt.infer_types(lt.make_attrs({"src_layout": "NCHW", "dst_layout": "NCHW16c"}),
-                       [TensorType((1, 24, 2, 2), "float32")])
+                       [TensorType((24, 2, 2), "float32")])
+    with pytest.raises(ShapeError, match="channels=8 must drop only the padding"):
+        lt.infer_types(lt.make_attrs({"src_layout": "NCHW16c", "dst_layout": "NCHW",
+                                      "channels": 8}),
+                       [TensorType((1, 2, 2, 2, 16), "float32")])
     conv = get_op("conv2d_nchwc")
     with pytest.raises(ShapeError, match="2 blocks of 16 input channels but the weight"):
         conv.infer_types(conv.make_attrs(conv_attrs()),
@@ -91,6 +95,17 @@ def test_layout_errors():
                                            ((1, 2, 7, 9, 16), "NCHW16c", "NCHW")])
 def test_layout_transform_kernel(shape, src, dst):
     check_kernel("layout_transform", [rand(shape)], {"src_layout": src, "dst_layout": dst})
+
+
+def test_layout_transform_pads_a_partial_block_and_drops_it():
+    """24 channels: two blocks of 16 going in, the last half zeros; 24 channels coming out."""
+    x = rand((1, 24, 3, 5))
+    (blocked,) = check_kernel("layout_transform", [x],
+                              {"src_layout": "NCHW", "dst_layout": "NCHW16c"})
+    assert blocked.shape == (1, 2, 3, 5, 16) and not blocked[:, 1, :, :, 8:].any()
+    (back,) = check_kernel("layout_transform", [blocked],
+                           {"src_layout": "NCHW16c", "dst_layout": "NCHW", "channels": 24})
+    np.testing.assert_array_equal(back, x)
 
 
 CONV_CASES = {

@@ -1,9 +1,9 @@
 """Tensor-expression computes of the blocked-layout ops of `ember.ir.ops.layout`:
 layout_transform (an index mapping, scheduled by the generic injective schedule),
-conv2d_nchwc (a padding stage, tag `PAD_TAG`, then the reduction over input-channel blocks, the
-kernel taps and the channels of a block; its output is the accumulator itself, so an epilogue
-fuses straight onto it) and depthwise_conv2d_nchwc (the same with a reduction over the taps
-only).
+conv2d_nchwc (a padding stage, tag `PAD_TAG`, then the reduction over input-channel blocks (of
+the output block's group when grouped), the kernel taps and the channels of a block; its output
+is the accumulator itself, so an epilogue fuses straight onto it) and depthwise_conv2d_nchwc
+(the same with a reduction over the taps only).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from ember.compiler.ops.compute.nn import PAD_TAG, all_of, guarded_copy, named_compute
 from ember.compiler.ops.registry import Workload, register_compute
 from ember.ir import te
-from ember.ir.expr import Expr
+from ember.ir.expr import Expr, min_, select
 from ember.ir.ops.layout import block_of
 
 
@@ -23,8 +23,14 @@ def layout_transform(workload: Workload, inputs: Sequence[te.Tensor | None]) -> 
     out = workload.output_types[0]
     dst = block_of(workload.attrs.dst_layout)
     if dst:
+        channels = x.static_shape[1]
+
         def to_blocked(n: Expr, cb: Expr, h: Expr, w: Expr, ci: Expr) -> Expr:
-            return x[(n, cb * dst + ci, h, w)]
+            c = cb * dst + ci
+            if channels % dst == 0:
+                return x[(n, c, h, w)]
+            # a partial last block: zeros past the channels, the read clamped in bounds
+            return select(c < channels, x[(n, min_(c, channels - 1), h, w)], 0.0)
 
         body, names = to_blocked, ["n", "cb", "h", "w", "ci"]
     else:
@@ -78,8 +84,10 @@ def conv2d_nchwc(workload: Workload, inputs: Sequence[te.Tensor | None]) -> list
     attrs = workload.attrs
     out = workload.output_types[0]
     data = pad_blocked(x, attrs.pads, "conv_nchwc_pad") if any(attrs.pads) else x
-    _, in_blocks, kh, kw, in_block, _ = w.static_shape
+    out_blocks, in_blocks, kh, kw, in_block, _ = w.static_shape
     (sh, sw), (dh, dw) = attrs.strides, attrs.dilations
+    # grouped: output block ob reads the input blocks of its group
+    group_out = out_blocks // attrs.groups
     rb = te.reduce_axis(in_blocks, "rb")
     rh = te.reduce_axis(kh, "rh")
     rw = te.reduce_axis(kw, "rw")
@@ -88,7 +96,8 @@ def conv2d_nchwc(workload: Workload, inputs: Sequence[te.Tensor | None]) -> list
     def body(n: Expr, ob: Expr, oh: Expr, ow: Expr, oi: Expr) -> Expr:
         h = _position(oh, sh, rh, kh, dh)
         col = _position(ow, sw, rw, kw, dw)
-        product = data[(n, rb.var, h, col, ri.var)] * w[(ob, rb.var, rh.var, rw.var, ri.var, oi)]
+        block = rb.var if attrs.groups == 1 else ob // group_out * in_blocks + rb.var
+        product = data[(n, block, h, col, ri.var)] * w[(ob, rb.var, rh.var, rw.var, ri.var, oi)]
         return te.sum(product, axis=[rb, rh, rw, ri])
 
     return [named_compute(out.shape, ["n", "ob", "oh", "ow", "oi"], body, "conv_nchwc")]

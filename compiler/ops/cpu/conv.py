@@ -55,6 +55,12 @@ from ember.target import Target
 
 #: kernel widths up to this are unrolled by default
 UNROLL_KW_LIMIT = 7
+#: grouped convs with at most this many output channels per group take one group as their
+#: default channel tile
+GROUP_TILE_LIMIT = 48
+#: the default channel tile is at least this many channels (with a guarded tail when no
+#: divisor of the channels is as large), where the channels allow it
+MIN_CHANNEL_TILE = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +106,7 @@ def schedule_pad(stage: Stage, lanes: int) -> None:
 
 
 def schedule_window(sch: Schedule, out: te.Tensor, tiles: WindowTiles, facts: CpuFacts,
-                    lanes: int, work: int, pad_in_block: bool = True) -> None:
+                    lanes: int, work: int, pad_in_block: bool = True, group: int = 0) -> None:
     """Schedule the window reduction computing `out` (N, M, *spatial) with `tiles` (see the
     module docstring). Works for any spatial rank >= 1. The padded input is computed inside
     each parallel block, or once at root when `pad_in_block` is false (another stage reads
@@ -114,8 +120,14 @@ def schedule_window(sch: Schedule, out: te.Tensor, tiles: WindowTiles, facts: Cp
     n, m, *spatial = stage.op.axis
     rows = spatial[-2] if len(spatial) >= 2 else None
     cols = spatial[-1]
-    mo, mi = stage.split(m, factor=tiles.oc)
-    outer, inner = [n, mo, *spatial[:-2]], [mi]
+    if group and group % tiles.oc == 0 and group > tiles.oc:
+        # tiles inside one group's channels: the group index is its own loop
+        g, m = stage.split(m, factor=group)
+        mo, mi = stage.split(m, factor=tiles.oc)
+        outer, inner = [n, g, mo, *spatial[:-2]], [mi]
+    else:
+        mo, mi = stage.split(m, factor=tiles.oc)
+        outer, inner = [n, mo, *spatial[:-2]], [mi]
     if rows is not None:
         ro, ri = stage.split(rows, factor=tiles.oh)
         outer.append(ro)
@@ -195,6 +207,8 @@ def default_tiles(out_shape: Sequence[int], lanes: int,
     ow = row_tile(width, lanes)
     channels = out_shape[1]
     oc = max(d for d in divisors(max(channels, 1)) if d <= channel_limit)
+    if oc < MIN_CHANNEL_TILE < channels and channel_limit >= MIN_CHANNEL_TILE:
+        oc = _ragged_channel_tile(channels, channel_limit)
     vectors = 1
     # few channels: widen the block along the row, then over rows
     while (oc * vectors * 2 <= ACCUMULATOR_REGISTERS // 2 and width % (ow * 2) == 0
@@ -205,6 +219,17 @@ def default_tiles(out_shape: Sequence[int], lanes: int,
         oh = max(d for d in divisors(spatial[-2])
                  if d <= 8 and d * oc * vectors <= ACCUMULATOR_REGISTERS // 2 or d == 1)
     return WindowTiles(oc, oh, ow)
+
+
+def _ragged_channel_tile(channels: int, limit: int) -> int:
+    """A channel tile for a channel count without a useful divisor (19, 23: prime): the one
+    of MIN_CHANNEL_TILE..limit that leaves the fewest channels of its guarded last tile
+    idle, the largest of those (19 -> 10: two tiles, one idle channel). A tile of one
+    channel would load each input vector for a single multiply-add."""
+    def idle(tile: int) -> int:
+        return -(-channels // tile) * tile - channels
+
+    return min(range(MIN_CHANNEL_TILE, limit + 1), key=lambda tile: (idle(tile), -tile))
 
 
 def window_space(out_shape: Sequence[int], default: WindowTiles, lanes: int,
@@ -273,7 +298,21 @@ class ConvTemplate(ContractsToFMA):
             return _DEPTHWISE.space(workload, target)
         lanes = cpu_facts(target).lanes(_acc_dtype(workload))
         out_shape = workload.output_types[0].shape
-        return window_space(out_shape, default_tiles(out_shape, lanes), lanes)
+        default = default_tiles(out_shape, lanes)
+        choices = tile_choices(out_shape[1], range(1, 17), 64)
+        groups = workload.attrs.groups
+        if groups > 1 and workload.op == "conv":
+            # channel tiles inside one group (the schedule loops over groups, then tiles):
+            # every channel of a tile reads the same input rows, which the simplifier then
+            # sees, so each loaded input vector feeds the whole tile. Measured 2-7x faster
+            # on ShuffleNet's 1x1 grouped convs (28-136 channels per group) with a tile of
+            # up to GROUP_TILE_LIMIT channels than with 16 that straddle groups.
+            group_out = out_shape[1] // groups
+            group_tiles = [d for d in divisors(group_out) if d <= GROUP_TILE_LIMIT]
+            choices = sorted({*choices, *group_tiles, group_out})
+            if max(group_tiles) > default.oc:
+                default = dataclasses.replace(default, oc=max(group_tiles), oh=1)
+        return window_space(out_shape, default, lanes, choices)
 
     def schedule(self, workload: Workload, config: Config, sch: Schedule,
                  outputs: Sequence[te.Tensor], target: Target) -> None:
@@ -282,4 +321,7 @@ class ConvTemplate(ContractsToFMA):
             return
         facts = cpu_facts(target)
         lanes = facts.lanes(_acc_dtype(workload))
-        schedule_window(sch, outputs[0], tiles_of(config), facts, lanes, _work(workload))
+        group = (workload.output_types[0].shape[1] // workload.attrs.groups
+                 if workload.op == "conv" and workload.attrs.groups > 1 else 0)
+        schedule_window(sch, outputs[0], tiles_of(config), facts, lanes, _work(workload),
+                        group=group)
