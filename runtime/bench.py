@@ -176,7 +176,7 @@ def node_flops(op: str, input_shapes: Sequence[Sequence[int] | None],
                output_shape: Sequence[int]) -> int:
     """Multiply-add FLOPs (2 per MAC) of one node of the optimized graph; 0 for ops other than
     matrix products and convolutions (their work is memory-bound and not counted)."""
-    if op == "matmul":
+    if op in ("matmul", "dense_packed"):  # dense_packed: x (..., K), packed weight
         a = input_shapes[0]
         return 2 * _numel(output_shape) * (int(a[-1]) if a else 1)
     if op == "conv":  # weight (M, C/groups, *K)

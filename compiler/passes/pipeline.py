@@ -4,7 +4,8 @@
     1: simplify, then drop what it left dead
     2: + fold constants and merge common subexpressions (`fuse` then plans the kernels)
     3: + layout: conv2d in the blocked NCHW[x]c layout with weights packed at compile time
-       (`convert_layout`, layout.py)
+       (`convert_layout`, layout.py); matmul weights packed in column panels
+       (`pack_weights`, pack_weights.py)
 
 `optimize(graph, level)` runs a level's passes in order; `run_passes` runs any list.
 """
@@ -17,6 +18,7 @@ from ember.compiler.passes.common_subexpressions import eliminate_common_subexpr
 from ember.compiler.passes.constant_folding import fold_constants
 from ember.compiler.passes.dead_code import eliminate_dead_code
 from ember.compiler.passes.layout import convert_layout
+from ember.compiler.passes.pack_weights import pack_weights
 from ember.compiler.passes.simplify import simplify
 from ember.errors import EmberError
 from ember.ir.graph import Graph
@@ -31,6 +33,7 @@ PASSES: dict[str, Pass] = {
     "eliminate_common_subexpressions": eliminate_common_subexpressions,
     "simplify": simplify,
     "convert_layout": convert_layout,
+    "pack_weights": pack_weights,
 }
 
 _LEVEL_1 = ["simplify", "eliminate_dead_code"]
@@ -47,7 +50,7 @@ PIPELINES: dict[int, list[str]] = {
     0: [],
     1: _LEVEL_1,
     2: _LEVEL_2,
-    3: [*_LEVEL_2, "convert_layout"],
+    3: [*_LEVEL_2, "pack_weights", "convert_layout"],
 }
 
 

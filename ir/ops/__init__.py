@@ -5,6 +5,7 @@ Importing this package registers every op. `get_op(name)` returns an op's `OpDef
 
 from ember.ir.ops import (  # noqa: F401  (registers the ops)
     broadcast,
+    dense,
     elementwise,
     index,
     layout,

@@ -156,7 +156,7 @@ def test_convs_that_stay_nchw(case):
     if case == "groups":
         groups = 2
     if case == "channels":
-        channels = 24
+        channels = 20  # padding to 32 would add more than a third
     if case == "float64":
         dtype = "float64"
     b = GraphBuilder()
@@ -170,7 +170,7 @@ def test_convs_that_stay_nchw(case):
 
 
 def test_opt_level_3_runs_the_layout_pass_last():
-    assert PIPELINES[3][:-1] == PIPELINES[2]
+    assert PIPELINES[3][:len(PIPELINES[2])] == PIPELINES[2]
     assert PIPELINES[3][-1] == "convert_layout"
 
 

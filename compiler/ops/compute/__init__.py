@@ -2,6 +2,7 @@
 
 from ember.compiler.ops.compute import (  # noqa: F401
     broadcast,
+    dense,
     elementwise,
     injective,
     layout,

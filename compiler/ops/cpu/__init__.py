@@ -3,6 +3,7 @@
 from ember.compiler.ops.cpu import (  # noqa: F401
     conv,
     conv_nchwc,
+    dense,
     injective,
     linalg,
     matmul,

@@ -18,8 +18,11 @@ to 24 vector accumulators, half to three quarters of AVX-512's 32 registers. GEM
 (one row: M = 1 or a 1-D first operand) get tile_m = 1 and parallelize over column blocks. A
 1-D second operand (no N) vectorizes over rows instead, with strided loads of A.
 
-The later, full-speed schedule packs B into panels (a layout stage) and blocks K for the L2
-cache: it extends this template by adding knobs to `space` and stages to `schedule`.
+Products whose B is packed into column panels do not come here: opt level 3's
+compiler/passes/pack_weights.py turns a matmul with a constant 2-D float32 B (a model's
+weights), or a large one with a computed 2-D B (packed at run time), into `dense_packed`
+(compiler/ops/cpu/dense.py), which streams each panel contiguously. This template keeps the
+batched products (attention's), the small ones and the other dtypes.
 """
 
 from __future__ import annotations
