@@ -1,4 +1,5 @@
-"""The `ember` command line: inspect, compile, run and demo (`python -m ember` works too)."""
+"""The `ember` command line: inspect, compile, run, tune and demo (`python -m ember` works
+too)."""
 
 from __future__ import annotations
 
@@ -104,11 +105,13 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     module = ember.compile(args.model, target=args.target,
-                           input_shapes=_parse_shapes(args.input_shape))
+                           input_shapes=_parse_shapes(args.input_shape), records=args.records)
     seconds = time.perf_counter() - start
     stats = module.kernel_stats()
     print(f"compiled {args.model} for {module.target} in {seconds:.2f} s: "
           f"{stats['kernels']} kernel(s) for {stats['steps']} step(s)")
+    if getattr(module, "tuning", None) is not None:
+        print(f"  {module.tuning}")
     for spec in module.inputs:
         print(f"  input  {spec}")
     for spec in module.outputs:
@@ -137,7 +140,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         verb = "loaded"
     else:
         module = ember.compile(args.model, target=args.target,
-                               input_shapes=_parse_shapes(args.input_shape))
+                               input_shapes=_parse_shapes(args.input_shape),
+                               records=args.records)
         verb = "compiled"
     prepare_s = time.perf_counter() - start
     feeds = _load_inputs(args.inputs, module)
@@ -182,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     shape_help = "static shape for an input with symbolic dimensions: name=1,3,224,224"
+    records_help = "tuning records (`ember tune --log LOG`): compile each kernel at its best"
 
     inspect = commands.add_parser("inspect", help="summarize a model (op counts, signature)")
     inspect.add_argument("model", help="path to an .onnx model")
@@ -205,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--output", "-o", metavar="DIR",
                           help="save the compiled module as an artefact directory (model.ember)")
     compile_.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    compile_.add_argument("--records", metavar="LOG", help=records_help)
     compile_.set_defaults(func=cmd_compile)
 
     run = commands.add_parser("run", help="compile a model (or load a saved one) and run it once")
@@ -213,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inputs", help=".npz file of inputs by name (default: random inputs)")
     run.add_argument("--output", "-o", help="write the outputs to this .npz file")
     run.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    run.add_argument("--records", metavar="LOG", help=records_help)
     run.add_argument("--profile", action="store_true", help="time each kernel on its own")
     run.set_defaults(func=cmd_run)
 
@@ -248,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_export.add_argument("name", help="zoo model name (see `ember zoo list`)")
     zoo_export.add_argument("--output", "-o", required=True, help="path of the .onnx to write")
     zoo.set_defaults(func=cmd_zoo)
+
+    from ember.autotune.cli import add_tune_parser
+
+    add_tune_parser(commands)
     return parser
 
 

@@ -8,7 +8,9 @@ inputs up in a cache (by dtype, shape and bytes) and, on a miss, compiles the mo
 inputs turned into initializers. The compiled variant then runs on the remaining inputs.
 
 A variant may need more inputs specialized (a second shape-deciding value, from another
-input): the set grows to the union and the lookup starts over.
+input): the set grows to the union and the lookup starts over. Configs from tuning records
+(`ember.compile(..., records=...)`) travel in the module's source, so every variant, also those
+a saved and loaded module compiles, gets them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ember.compiler.build import DEFAULT_OPT_LEVEL, compile_static
+from ember.compiler.build import DEFAULT_OPT_LEVEL, KernelConfigs, compile_static
 from ember.compiler.frontend.onnx.importer import elem_dtype, input_type
 from ember.errors import FrontendError, InputError, SpecializationNeeded
 from ember.runtime.module import Module, TensorSpec
@@ -48,13 +50,14 @@ def variant_compiler(source: Mapping[str, Any]) -> VariantCompiler:
     a model that cannot compile for the values is the caller's InputError."""
     model = onnx.load_from_string(source["model"])
     input_shapes = source.get("input_shapes") or {}
+    configs = _configs(source.get("configs"))
 
     def compile_variant(fixed: Mapping[str, np.ndarray]) -> Module:
         shapes = {k: v for k, v in input_shapes.items() if k not in fixed}
         try:
             return compile_static(with_initializers(model, fixed), shapes, source["target"],
                                   source.get("num_threads"),
-                                  source.get("opt_level", DEFAULT_OPT_LEVEL))
+                                  source.get("opt_level", DEFAULT_OPT_LEVEL), configs)
         except SpecializationNeeded:
             raise
         except FrontendError as error:
@@ -64,6 +67,19 @@ def variant_compiler(source: Mapping[str, Any]) -> VariantCompiler:
             ) from None
 
     return compile_variant
+
+
+def _configs(saved: Mapping[str, Mapping[str, Any]] | None) -> KernelConfigs | None:
+    """Kernel configs as the source keeps them, with the tuples (split factors) that a saved
+    module's JSON turned into lists restored."""
+    if saved is None:
+        return None
+
+    def restore(value: Any) -> Any:
+        return tuple(restore(v) for v in value) if isinstance(value, list) else value
+
+    return {kernel: {knob: restore(v) for knob, v in values.items()}
+            for kernel, values in saved.items()}
 
 
 def _output_spec(value: onnx.ValueInfoProto) -> TensorSpec:
@@ -81,11 +97,13 @@ def _output_spec(value: onnx.ValueInfoProto) -> TensorSpec:
 def specializing_module(model: onnx.ModelProto, specialized: Iterable[str], target: str,
                         input_shapes: Mapping[str, Sequence[int]] | None,
                         num_threads: int | None = None,
-                        opt_level: int = DEFAULT_OPT_LEVEL) -> Module:
+                        opt_level: int = DEFAULT_OPT_LEVEL,
+                        configs: KernelConfigs | None = None) -> Module:
     """A module that compiles `model` once per distinct value of the `specialized` inputs.
 
     Its signature lists every graph input with its declared (or pinned) shape, and every output
-    with its declared shape: None where a dimension is only known at run time.
+    with its declared shape: None where a dimension is only known at run time. `configs`
+    (kernel name -> knob values, from tuning records) apply to every variant.
     """
     input_shapes = {k: list(v) for k, v in (input_shapes or {}).items()}
     initializers = {init.name for init in model.graph.initializer}
@@ -103,6 +121,8 @@ def specializing_module(model: onnx.ModelProto, specialized: Iterable[str], targ
     outputs = [_output_spec(v) for v in inferred.graph.output]
     source = {"model": model.SerializeToString(), "target": target,
               "input_shapes": input_shapes, "num_threads": num_threads, "opt_level": opt_level}
+    if configs is not None:
+        source["configs"] = {kernel: dict(values) for kernel, values in configs.items()}
     executor = SpecializingExecutor([s.name for s in inputs], specialized,
                                     variant_compiler(source), source)
     if num_threads is not None:
