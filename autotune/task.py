@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from ember.compiler.kernels import anchor_workload, kernel_name, kernel_space, lower_kernel
-from ember.compiler.ops.fused import FusedWorkload
-from ember.compiler.ops.registry import Workload
+from ember.compiler.kernels import anchor_workload, kernel_name, kernel_space
+from ember.compiler.ops.fused import FusedWorkload, instantiate_fused
+from ember.compiler.ops.registry import Workload, instantiate
 from ember.compiler.space import Config, ConfigSpace
 from ember.errors import EmberError, SpecializationNeeded
-from ember.ir.graph import Attrs, Graph
+from ember.ir.graph import Graph
 from ember.ir.loop import PrimFunc
 from ember.target import Target
 
@@ -93,25 +93,15 @@ class Task:
         return _SPACES[cache_key]
 
     def instantiate(self, config: Config) -> PrimFunc:
-        """The final-form kernel at `config` (params: present inputs, then outputs)."""
-        return lower_kernel(self.workload, self.family, self.target, config)
+        """The final-form kernel at `config` (params: present inputs, then outputs). Not
+        cached: a tune lowers each config once, and thousands of them would pile up in
+        compiler/kernels.py's cache of the kernels a compile uses."""
+        make = instantiate_fused if isinstance(self.workload, FusedWorkload) else instantiate
+        return make(self.workload, self.family, self.target, config=config, name=self.name)
 
     def describe(self) -> str:
         """The workload, readable: op(s), input types and attributes."""
         return str(self.workload)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Only the fields travel (the cached FLOP count is cheap to recompute), and workloads
-        # as plain tuples: graph attribute dictionaries (ir.graph.Attrs) do not pickle.
-        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        state["workload"] = _plain_workload(self.workload)
-        return state
-
-    def __setstate__(self, state: Mapping[str, Any]) -> None:
-        for name, value in state.items():
-            if name == "workload":
-                value = _rebuilt_workload(value)
-            object.__setattr__(self, name, value)
 
     def __str__(self) -> str:
         return f"{self.name} x{self.weight}: {self.describe()}"
@@ -149,22 +139,6 @@ def _reduction_flops(node: Workload) -> int:
                 total += 2 * math.prod(op.output(0).static_shape) * math.prod(
                     e.value for e in extents)
     return total
-
-
-def _plain_workload(workload: Workload | FusedWorkload) -> tuple:
-    if isinstance(workload, FusedWorkload):
-        return ("fused", tuple(_plain_workload(w) for w in workload.nodes), workload.sources,
-                workload.anchor)
-    return ("op", workload.op, tuple(workload.attrs.items()), workload.input_types,
-            workload.output_types)
-
-
-def _rebuilt_workload(plain: tuple) -> Workload | FusedWorkload:
-    if plain[0] == "fused":
-        _, nodes, sources, anchor = plain
-        return FusedWorkload(tuple(_rebuilt_workload(w) for w in nodes), sources, anchor)
-    _, op, attrs, input_types, output_types = plain
-    return Workload(op, Attrs(attrs), input_types, output_types)
 
 
 def _import_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> Graph:

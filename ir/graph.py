@@ -149,6 +149,11 @@ class Attrs(Mapping[str, Any]):
     def replace(self, **changes: Any) -> Attrs:
         return Attrs({**self._items, **changes})
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from its items: the default protocol would read `_items` through
+        # __getattr__ before the slot is set
+        return (Attrs, (tuple(self._items.items()),))
+
     def __repr__(self) -> str:
         return f"Attrs({self._items!r})"
 

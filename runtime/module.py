@@ -119,6 +119,10 @@ def _numpy_dtype(dtype: str) -> np.dtype | None:
 class Module:
     """A compiled model. Construct through `ember.compile`."""
 
+    #: which tunable kernels got a tuning record (compiler/kernels.TuningReport) when compiled
+    #: with `records=`; None otherwise, and for loaded artefacts
+    tuning = None
+
     def __init__(self, executor: Executor, inputs: Sequence[TensorSpec],
                  outputs: Sequence[TensorSpec], target: str):
         self._executor = executor

@@ -71,7 +71,9 @@ ComputeFn = Callable[[Workload, Sequence["te.Tensor | None"]], Sequence["te.Tens
 class ScheduleTemplate(Protocol):
     """A schedule template. It may also define `function_attrs(workload) -> dict`, attributes
     of the generated function for the backend (e.g. {"fast_math": ("contract",)} for ops whose
-    semantics allow fusing a multiply and an add into one FMA)."""
+    semantics allow fusing a multiply and an add into one FMA), and `finish_lowered(func) ->
+    PrimFunc`, a rewrite of its final-form loops that schedules cannot state (the injective
+    template turns lane-uniform selects into branches)."""
 
     def space(self, workload: Workload, target: Target) -> ConfigSpace: ...
 
@@ -206,5 +208,5 @@ def schedule_and_lower(template: ScheduleTemplate, workload: Workload, target: T
     function_attrs = getattr(template, "function_attrs", None)
     if function_attrs is not None:
         func = func.replace(attrs=tuple(sorted(function_attrs(workload).items())))
-    finish = getattr(template, "finish_lowered", None)  # a template's rewrite of its loops
+    finish = getattr(template, "finish_lowered", None)
     return run_pipeline(func) if finish is None else finish(run_pipeline(func))
