@@ -1,7 +1,5 @@
 """Small models and stand-ins shared by the autotuner's unit tests (T1's tests)."""
 
-import dataclasses
-
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
@@ -25,22 +23,3 @@ def two_conv_model(channels: int = 16, size: int = 8):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
                               weights)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-
-
-@dataclasses.dataclass(frozen=True)
-class FakeResult:
-    """Stands in for measure.MeasureResult (the same fields)."""
-
-    costs: tuple = ()
-    error: object = None
-    message: str = ""
-    build_s: float = 0.0
-    timestamp: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def best(self) -> float:
-        return min(self.costs) if self.costs else float("inf")

@@ -6,8 +6,8 @@ import json
 import math
 
 import pytest
-from autotune_models import FakeResult
 
+from ember.autotune.measure import ErrorClass, MeasureResult
 from ember.autotune.records import (
     Record,
     RecordError,
@@ -58,19 +58,14 @@ def test_round_trip_keeps_tuples_bools_and_strings():
 
 def test_of_fills_the_record_from_task_config_and_result():
     config = space().get(3)
-    made = Record.of(StubTask(), config, FakeResult(costs=(2e-3, 1e-3), timestamp=7.0))
+    made = Record.of(StubTask(), config, MeasureResult((2e-3, 1e-3), None, timestamp=7.0))
     assert made.task == StubTask.key and made.index == 3 and made.config == config.as_dict()
     assert made.costs == (2e-3, 1e-3) and made.error is None and made.timestamp == 7.0
     assert made.cpu == target_cpu("llvm") and made.cpu
     assert made.gflops == pytest.approx(2_000_000 / 1e-3 / 1e9)
-    failed = Record.of(StubTask(), config, FakeResult(error=_Error.RUNTIME, message="SIGSEGV"))
+    failed = Record.of(StubTask(), config, MeasureResult((), ErrorClass.RUNTIME, message="SIGSEGV"))
     assert failed.error == "runtime" and failed.gflops == 0.0 and math.isinf(failed.best)
     assert Record.from_json(failed.to_json()) == failed
-
-
-class _Error:
-    class RUNTIME:
-        value = "runtime"
 
 
 def test_log_appends_lines_and_reads_them_back(tmp_path):

@@ -5,9 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
-from autotune_models import FakeResult, two_conv_model
+from autotune_models import two_conv_model
 
 import ember
+from ember.autotune.measure import MeasureResult
 from ember.autotune.records import Record, RecordLog, target_cpu
 from ember.autotune.task import extract_tasks
 from ember.compiler.build import plan_kernels
@@ -34,7 +35,7 @@ def records_for(tasks, cost=1e-4, **changes):
     out = []
     for task in tasks:
         config = other_config(task)
-        made = Record.of(task, config, FakeResult(costs=(cost,)))
+        made = Record.of(task, config, MeasureResult((cost,), None))
         out.append(Record(**{**made.__dict__, **changes}))
     return out
 

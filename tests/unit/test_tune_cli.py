@@ -4,10 +4,11 @@ plot, and Ctrl-C that leaves a valid log. Measurement is faked except in the las
 import math
 
 import pytest
-from autotune_models import FakeResult, two_conv_model
+from autotune_models import two_conv_model
 
 from ember.__main__ import main
 from ember.autotune import cli, measure
+from ember.autotune.measure import MeasureResult
 from ember.autotune.records import load_records
 from ember.errors import EmberError
 
@@ -29,9 +30,9 @@ class FakeMeasurer:
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
         self.measured += [c.index for c in configs]
-        return [FakeResult(error=measure.ErrorClass.RUNTIME, message="SIGSEGV")
+        return [MeasureResult((), measure.ErrorClass.RUNTIME, message="SIGSEGV")
                 if c.index % 11 == 3 else
-                FakeResult(costs=(1e-5 * (1 + (c.index * 7919) % 97 / 50),), timestamp=1.0)
+                MeasureResult((1e-5 * (1 + (c.index * 7919) % 97 / 50),), None, timestamp=1.0)
                 for c in configs]
 
     def close(self):
@@ -120,9 +121,9 @@ def test_summary_reads_default_and_best_from_the_records():
     task = op_task("matmul", [(16, 64), (64, 128)])
     default = task.space().default
     other = next(c for c in task.space() if c.index != default.index)
-    records = [Record.of(task, default, FakeResult(costs=(4e-6,))),
-               Record.of(task, other, FakeResult(costs=(2e-6,))),
-               Record.of(task, other, FakeResult(error=measure.ErrorClass.WRONG_ANSWER))]
+    records = [Record.of(task, default, MeasureResult((4e-6,), None)),
+               Record.of(task, other, MeasureResult((2e-6,), None)),
+               Record.of(task, other, MeasureResult((), measure.ErrorClass.WRONG_ANSWER))]
     [row] = cli.summarize([task], records)
     assert row.trials == 3 and row.errors == {"wrong_answer": 1}
     assert row.speedup == pytest.approx(2.0)
