@@ -27,7 +27,7 @@ from ember.autotune.measure import make_measurer
 from ember.autotune.records import RecordLog
 from ember.autotune.task import extract_tasks
 from ember.autotune.tuner import tune_model
-from ember.runtime.bench import ATOL, RTOL, compare, geometric_mean, median_ms
+from ember.runtime.bench import ATOL, RTOL, compare, geometric_mean, median_ms, model_feeds
 from ember.workloads import zoo
 from ember.workloads.light import light_model
 
@@ -76,14 +76,16 @@ def main() -> None:
             if measurer is not None:
                 print(f"{name}: tuning: {tune(model, args.trials, args.log, measurer)}",
                       flush=True)
-            untuned = compare(model, args.threads, args.repeat)
+            # the tuned module is timed first, before ONNX Runtime runs in this process
+            # (its spinning workers would take a core: see runtime/bench.compare)
             tuned = ember.compile(model, num_threads=args.threads, records=str(args.log))
-            ours = tuned.run(untuned.feeds)
-            want = untuned.module.run(untuned.feeds)
+            feeds = model_feeds(model, tuned)
+            ours = tuned.run(feeds)
+            tuned_ms = median_ms(lambda: tuned.run(feeds), args.repeat)  # noqa: B023
+            untuned = compare(model, args.threads, args.repeat, feeds=feeds)
+            want = untuned.module.run(feeds)
             ok = all(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
                      for a, b in zip(ours, want))
-            feeds = untuned.feeds
-            tuned_ms = median_ms(lambda: tuned.run(feeds), args.repeat)  # noqa: B023
             rows.append((name, untuned.ember_ms, tuned_ms, untuned.ort_ms,
                          untuned.matches and ok, getattr(tuned, "tuning", "")))
             print(f"{name:20} untuned {untuned.ember_ms:9.3f} ms  tuned {tuned_ms:9.3f} ms  "

@@ -146,9 +146,14 @@ def compare(model: onnx.ModelProto | str, threads: int, repeat: int = 20, target
     module = ember.compile(model, target=target, input_shapes=input_shapes, num_threads=threads)
     compile_s = time.perf_counter() - start
     feeds = dict(feeds) if feeds is not None else model_feeds(model, module)
-    session = ort_session(model, threads)
+    # ember is timed before ONNX Runtime runs at all: ORT's idle intra-op workers keep spinning
+    # for a while after a run, and on 2 cores they would take one from ember (gpt2-small decode
+    # measured 63 ms right after an ORT run and 17 ms alone)
     ours = module.run(feeds)
+    ember_ms = median_ms(lambda: module.run(feeds), repeat)
+    session = ort_session(model, threads)
     theirs = session.run(None, feeds)
+    ort_ms = median_ms(lambda: session.run(None, feeds), repeat)
     max_diff, matches = 0.0, True
     for got, want in zip(ours, theirs, strict=True):
         got, want = np.asarray(got), np.asarray(want)
@@ -159,8 +164,6 @@ def compare(model: onnx.ModelProto | str, threads: int, repeat: int = 20, target
             diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
             max_diff = max(max_diff, float(np.nanmax(diff)) if not np.isnan(diff).all() else 0)
             matches &= bool(np.allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True))
-    ember_ms = median_ms(lambda: module.run(feeds), repeat)
-    ort_ms = median_ms(lambda: session.run(None, feeds), repeat)
     return Comparison(model, module, feeds, threads, target, input_shapes, compile_s, ember_ms,
                       ort_ms, max_diff, matches)
 
