@@ -12,25 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ember.autotune.cli import parse_input_shapes
 from ember.errors import EmberError
-
-
-def _parse_shapes(pairs: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
-    """`["x=1,3,224,224", ...]` -> {"x": (1, 3, 224, 224)}."""
-    if not pairs:
-        return None
-    shapes = {}
-    for pair in pairs:
-        name, sep, dims = pair.rpartition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = tuple(int(d) for d in dims.split(",") if d.strip())
-        except ValueError:
-            raise EmberError(
-                f"--input-shape {pair!r} must look like name=1,3,224,224"
-            ) from None
-    return shapes
 
 
 def _format_bytes(count: int) -> str:
@@ -45,7 +28,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from ember.compiler.frontend.onnx import import_onnx
     from ember.ir.graph import format_graph
 
-    graph = import_onnx(args.model, _parse_shapes(args.input_shape))
+    graph = import_onnx(args.model, parse_input_shapes(args.input_shape))
     if args.kernel is not None:
         print(_kernel_code(graph, args))
         return
@@ -105,7 +88,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     module = ember.compile(args.model, target=args.target,
-                           input_shapes=_parse_shapes(args.input_shape), records=args.records)
+                           input_shapes=parse_input_shapes(args.input_shape), records=args.records)
     seconds = time.perf_counter() - start
     stats = module.kernel_stats()
     print(f"compiled {args.model} for {module.target} in {seconds:.2f} s: "
@@ -140,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         verb = "loaded"
     else:
         module = ember.compile(args.model, target=args.target,
-                               input_shapes=_parse_shapes(args.input_shape),
+                               input_shapes=parse_input_shapes(args.input_shape),
                                records=args.records)
         verb = "compiled"
     prepare_s = time.perf_counter() - start
@@ -175,7 +158,7 @@ def cmd_zoo(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from ember.runtime.bench import run_bench_command
 
-    args.input_shapes = _parse_shapes(args.input_shape)
+    args.input_shapes = parse_input_shapes(args.input_shape)
     run_bench_command(args)
 
 

@@ -47,14 +47,15 @@ def parse_dims(text: str, what: str) -> tuple[int, ...]:
 
 
 def parse_input_shapes(pairs: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
-    """`["x=1x3x224x224"]` -> {"x": (1, 3, 224, 224)}."""
+    """`["x=1,3,224,224"]` (or `x=1x3x224x224`) -> {"x": (1, 3, 224, 224)}: every command's
+    `--input-shape`."""
     if not pairs:
         return None
     shapes = {}
     for pair in pairs:
         name, sep, dims = pair.rpartition("=")
         if not sep or not name:
-            raise EmberError(f"--input-shape {pair!r} must look like name=1x3x224x224")
+            raise EmberError(f"--input-shape {pair!r} must look like name=1,3,224,224")
         shapes[name] = parse_dims(dims, "--input-shape")
     return shapes
 
