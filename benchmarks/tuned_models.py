@@ -8,9 +8,9 @@ blocks, and GPT-2-small prefill and decode) it extracts the tuning tasks, tunes 
 XGBoost tuner for `--trials` measurements in all (split over the tasks by their share of the
 model's latency; the log is resumed, so measurements already in it are not taken again), then
 compiles the model untuned and with the log's records, checks both against ONNX Runtime and
-times the three in one process, each in its own block (median of `--repeat` runs, same
-threads). `--no-tune` only applies the records already in the log. It prints one row per model
-and the geometric means of the ratios to ONNX Runtime.
+times the three in one process, each in its own block, after all tuning has finished
+(median of `--repeat` runs, same threads). `--no-tune` only applies the records already in
+the log. It prints one row per model and the geometric means of the ratios to ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -68,32 +68,36 @@ def main() -> None:
     args = parser.parse_args()
     args.log.parent.mkdir(parents=True, exist_ok=True)
 
-    rows = []
-    measurer = None if args.no_tune else make_measurer("local")
-    try:
-        for name in args.models.split(","):
-            model = load(name)
-            if measurer is not None:
-                print(f"{name}: tuning: {tune(model, args.trials, args.log, measurer)}",
+    names = args.models.split(",")
+    if not args.no_tune:
+        # every model is tuned before any is timed: nothing of the tuner (its worker
+        # processes, XGBoost's threads) is alive while the three runtimes are timed
+        measurer = make_measurer("local")
+        try:
+            for name in names:
+                print(f"{name}: tuning: {tune(load(name), args.trials, args.log, measurer)}",
                       flush=True)
-            # the tuned module is timed first, before ONNX Runtime runs in this process
-            # (its spinning workers would take a core: see runtime/bench.compare)
-            tuned = ember.compile(model, num_threads=args.threads, records=str(args.log))
-            feeds = model_feeds(model, tuned)
-            ours = tuned.run(feeds)
-            tuned_ms = median_ms(lambda: tuned.run(feeds), args.repeat)  # noqa: B023
-            untuned = compare(model, args.threads, args.repeat, feeds=feeds)
-            want = untuned.module.run(feeds)
-            ok = all(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
-                     for a, b in zip(ours, want))
-            rows.append((name, untuned.ember_ms, tuned_ms, untuned.ort_ms,
-                         untuned.matches and ok, getattr(tuned, "tuning", "")))
-            print(f"{name:20} untuned {untuned.ember_ms:9.3f} ms  tuned {tuned_ms:9.3f} ms  "
-                  f"ORT {untuned.ort_ms:9.3f} ms  tuned/ORT {tuned_ms / untuned.ort_ms:5.2f}  "
-                  f"{'ok' if rows[-1][4] else 'MISMATCH'}  {rows[-1][5]}", flush=True)
-    finally:
-        if measurer is not None:
+        finally:
             measurer.close()
+
+    rows = []
+    for name in names:
+        model = load(name)
+        # the tuned module is timed first, before ONNX Runtime runs in this process (its
+        # spinning workers would take a core: see runtime/bench.compare)
+        tuned = ember.compile(model, num_threads=args.threads, records=str(args.log))
+        feeds = model_feeds(model, tuned)
+        ours = tuned.run(feeds)
+        tuned_ms = median_ms(lambda: tuned.run(feeds), args.repeat)  # noqa: B023
+        untuned = compare(model, args.threads, args.repeat, feeds=feeds)
+        want = untuned.module.run(feeds)
+        ok = all(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
+                 for a, b in zip(ours, want))
+        rows.append((name, untuned.ember_ms, tuned_ms, untuned.ort_ms,
+                     untuned.matches and ok, getattr(tuned, "tuning", "")))
+        print(f"{name:20} untuned {untuned.ember_ms:9.3f} ms  tuned {tuned_ms:9.3f} ms  "
+              f"ORT {untuned.ort_ms:9.3f} ms  tuned/ORT {tuned_ms / untuned.ort_ms:5.2f}  "
+              f"{'ok' if rows[-1][4] else 'MISMATCH'}  {rows[-1][5]}", flush=True)
 
     print("\n| model | untuned ms | tuned ms | ORT ms | untuned / ORT | tuned / ORT | check |")
     print("|---|---:|---:|---:|---:|---:|---|")
