@@ -15,7 +15,9 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 import ember
-from ember.ir.graph import dtype_name, is_float
+from ember.ir.graph import Graph, dtype_name, format_graph, is_float
+from ember.ir.verify import verify
+from ember.runtime.reference import ReferenceExecutor
 
 #: (rtol, atol) by dtype for comparing ember with an oracle
 TOLERANCES = {
@@ -185,3 +187,21 @@ def check_lowered(sch: Any, tensors: Sequence[Any], reference: Any, name: str = 
     for got, want in zip(outputs, expected):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     return func
+
+
+def evaluate(graph: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """`graph`'s outputs on `feeds` (input name -> array), by the reference executor: the
+    oracle of the graph-pass tests (a pass must not change what a graph computes)."""
+    return ReferenceExecutor(graph).run([feeds[name] for name in graph.inputs])
+
+
+def assert_graphs_match(actual: Graph, expected: Graph, rtol: float = 1e-6,
+                        atol: float = 0.0) -> None:
+    """`actual` verifies and has `expected`'s nodes, names and types; constants equal by
+    name within `rtol`/`atol`."""
+    verify(actual)
+    assert format_graph(actual, show_constants=False) == format_graph(
+        expected, show_constants=False)
+    assert sorted(actual.constants) == sorted(expected.constants)
+    for name, array in expected.constants.items():
+        np.testing.assert_allclose(actual.constants[name], array, rtol=rtol, atol=atol)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import assert_graphs_match, evaluate
 
 from ember.compiler.passes import PIPELINES
 from ember.compiler.passes.layout import convert_layout
 from ember.ir.builder import GraphBuilder
-from ember.ir.graph import Graph, TensorType, format_graph
-from ember.ir.ops import get_op
+from ember.ir.graph import Graph, TensorType
 from ember.ir.ops.layout import pack_conv_weight, to_blocked
-from ember.ir.verify import verify
 
 F32 = "float32"
 BLOCK = 16
@@ -27,24 +26,6 @@ def rand(shape, seed=0):
 def conv_attrs(pad=0, stride=1, groups=None):
     attrs = {"strides": (stride, stride), "dilations": (1, 1), "pads": (pad,) * 4}
     return attrs if groups is None else {**attrs, "groups": groups}
-
-
-def evaluate(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    values = {**graph.constants, **feeds}
-    for node in graph.nodes:
-        arrays = [values[v] if v else None for v in node.inputs]
-        values.update(zip(node.outputs, get_op(node.op).evaluate(node.attrs, arrays)))
-    return [values[v] for v in graph.outputs]
-
-
-def assert_graphs_match(actual: Graph, expected: Graph) -> None:
-    """Same nodes, names and types; constants equal by name."""
-    verify(actual)
-    assert format_graph(actual, show_constants=False) == format_graph(
-        expected, show_constants=False)
-    assert sorted(actual.constants) == sorted(expected.constants)
-    for name, array in expected.constants.items():
-        np.testing.assert_allclose(actual.constants[name], array, rtol=1e-6)
 
 
 def assert_same_numerics(before: Graph, after: Graph) -> None:

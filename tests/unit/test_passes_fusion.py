@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import onnx
 import pytest
+from support import evaluate
 
 from ember.compiler.frontend.onnx import import_onnx
 from ember.compiler.passes import FusedGroup, FusionPlan, fuse, optimize
@@ -368,14 +369,6 @@ def test_random_graphs_give_valid_plans(seed):
     check_plan(graph, plan)
     small = fuse(graph, max_group_size=3)
     check_plan(graph, small, max_group_size=3)
-
-
-def evaluate(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    values = {**graph.constants, **feeds}
-    for node in graph.nodes:
-        arrays = [values[v] if v else None for v in node.inputs]
-        values.update(zip(node.outputs, get_op(node.op).evaluate(node.attrs, arrays)))
-    return [values[v] for v in graph.outputs]
 
 
 @pytest.mark.parametrize("seed", range(0, 60, 3))

@@ -3,6 +3,7 @@ the opt-level pipelines, and whole-model numerics through the reference target."
 
 import numpy as np
 import pytest
+from support import assert_graphs_match
 
 import ember
 from ember.compiler.passes import (
@@ -16,20 +17,11 @@ from ember.compiler.passes import (
 )
 from ember.errors import EmberError
 from ember.ir.builder import GraphBuilder
-from ember.ir.graph import Graph, TensorType, format_graph
+from ember.ir.graph import Graph, TensorType
 from ember.ir.verify import verify
 from ember.workloads.light import LIGHT_MODELS, light_model
 
 F32 = "float32"
-
-
-def assert_graphs_match(actual: Graph, expected: Graph) -> None:
-    verify(actual)
-    assert format_graph(actual, show_constants=False) == format_graph(
-        expected, show_constants=False)
-    assert sorted(actual.constants) == sorted(expected.constants)
-    for name, array in expected.constants.items():
-        np.testing.assert_allclose(actual.constants[name], array, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- folding

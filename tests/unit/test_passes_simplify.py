@@ -3,33 +3,21 @@ compared structurally, and checked for numerics through the node references."""
 
 import numpy as np
 import pytest
+import support
+from support import evaluate
 
 from ember.compiler.passes import simplify
 from ember.ir.builder import GraphBuilder
-from ember.ir.graph import Graph, TensorType, format_graph
-from ember.ir.ops import get_op
+from ember.ir.graph import Graph, TensorType
 from ember.ir.verify import verify
 
 F32 = "float32"
 CONV = {"strides": (1, 1), "dilations": (1, 1), "pads": (0, 0, 0, 0)}
 
 
-def evaluate(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    values = {**graph.constants, **feeds}
-    for node in graph.nodes:
-        arrays = [values[v] if v else None for v in node.inputs]
-        values.update(zip(node.outputs, get_op(node.op).evaluate(node.attrs, arrays)))
-    return [values[v] for v in graph.outputs]
-
-
-def assert_graphs_match(actual: Graph, expected: Graph, rtol: float = 1e-5) -> None:
-    """Same nodes, names and types; constants equal by name up to `rtol`."""
-    verify(actual)
-    assert format_graph(actual, show_constants=False) == format_graph(
-        expected, show_constants=False)
-    assert sorted(actual.constants) == sorted(expected.constants)
-    for name, array in expected.constants.items():
-        np.testing.assert_allclose(actual.constants[name], array, rtol=rtol, atol=1e-6)
+def assert_graphs_match(actual: Graph, expected: Graph) -> None:
+    """support.assert_graphs_match at the tolerance these tests use for folded constants."""
+    support.assert_graphs_match(actual, expected, rtol=1e-5, atol=1e-6)
 
 
 def random_feeds(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
