@@ -94,7 +94,7 @@ def main() -> None:
         ok = all(np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
                  for a, b in zip(ours, want))
         rows.append((name, untuned.ember_ms, tuned_ms, untuned.ort_ms,
-                     untuned.matches and ok, getattr(tuned, "tuning", "")))
+                     untuned.matches and ok, tuned.tuning))
         print(f"{name:20} untuned {untuned.ember_ms:9.3f} ms  tuned {tuned_ms:9.3f} ms  "
               f"ORT {untuned.ort_ms:9.3f} ms  tuned/ORT {tuned_ms / untuned.ort_ms:5.2f}  "
               f"{'ok' if rows[-1][4] else 'MISMATCH'}  {rows[-1][5]}", flush=True)
