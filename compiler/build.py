@@ -84,9 +84,7 @@ def compile(
             warnings.warn("tuning records are not applied to models with control flow, "
                           "sequences or optionals (their tensor segments compile untuned)",
                           TuningWarning, stacklevel=2)
-        module = build_host_module(proto, target, input_shapes, num_threads)
-        module.tuning = None
-        return module
+        return build_host_module(proto, target, input_shapes, num_threads)
     try:
         return compile_static(proto, input_shapes or {}, target, num_threads, opt_level,
                               configs)
@@ -94,10 +92,9 @@ def compile(
         # A shape-deciding value comes from graph inputs: compile per value, at run time.
         from ember.compiler.specialize import specializing_module
 
-        module = specializing_module(proto, needed.inputs, str(target), input_shapes,
-                                     num_threads, opt_level, configs)
-        module.tuning = None  # decided per variant, at run time
-        return module
+        # (its `tuning` stays None: records are applied per variant, at run time)
+        return specializing_module(proto, needed.inputs, str(target), input_shapes,
+                                   num_threads, opt_level, configs)
 
 
 def _configs_from_records(records: RecordsLike | None, target: Target) -> KernelConfigs | None:
