@@ -119,6 +119,9 @@ def add_tune_parser(commands: Any) -> argparse.ArgumentParser:
     tune.add_argument("--tasks", type=int, default=None, metavar="K",
                       help="tune only the K tasks with the most FLOPs x calls")
     tune.add_argument("--seed", type=int, default=0, help="tuner seed")
+    tune.add_argument("--no-transfer", dest="transfer", action="store_false",
+                      help="do not let the XGBoost tuner learn from the log's records of "
+                           "other tasks of the same template")
     tune.add_argument("--plot", metavar="PNG",
                       help="draw best GFLOP/s against trials per task (ember[plot])")
     tune.set_defaults(func=run_tune_command)
@@ -387,13 +390,14 @@ def tune(tasks: Sequence[Task], args: argparse.Namespace, out: Any = None,
         if many:
             tuner.tune_model(tasks, measure_for_task, args.trials,
                              early_stopping=args.early_stopping, log=log,
-                             callback=on_progress, tuner=args.tuner, seed=args.seed)
+                             callback=on_progress, tuner=args.tuner, seed=args.seed,
+                             transfer=args.transfer)
         else:
             [task] = tasks
             tuner.tune_task(task, tuner.make_tuner(args.tuner, task, args.seed),
                             measure_for_task(task), args.trials,
                             early_stopping=args.early_stopping, log=log,
-                            callback=on_progress)
+                            callback=on_progress, transfer=args.transfer)
         bars.close()
         _measure_defaults(tasks, measurer, log)
     except KeyboardInterrupt:

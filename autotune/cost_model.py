@@ -102,7 +102,7 @@ class XGBCostModel:
             self._booster = None
             return self
         if self._base is not None:
-            self._base_weight = max(0.0, 1.0 - xs.shape[0] / max(1, self.transfer_horizon))
+            self._base_weight = self._trust_in_base(xs, targets)
         data = xgboost.DMatrix(xs, label=targets)
         margin = self._base_margin(xs)
         if margin is not None:
@@ -125,9 +125,26 @@ class XGBCostModel:
             self._base_weight = 1.0
         return self
 
+    def _trust_in_base(self, xs: np.ndarray, targets: np.ndarray) -> float:
+        """The base model's margin weight on this task's data: how well it ranks them
+        (Spearman's rho, none when not positive), decaying to 0 at `transfer_horizon` rows.
+        A base model fitted on tasks whose best configs differ from this one's is dropped as
+        soon as this task's measurements say so, rather than steering the search for
+        hundreds of trials."""
+        decay = max(0.0, 1.0 - xs.shape[0] / max(1, self.transfer_horizon))
+        if decay == 0.0 or np.ptp(targets) == 0.0:
+            return decay
+        rho = _spearman(self._base.predict(xs), targets)
+        return decay * max(0.0, rho)
+
     @property
     def has_base(self) -> bool:
         return self._base is not None
+
+    @property
+    def base_weight(self) -> float:
+        """The base model's margin weight in the last fit (0 without one)."""
+        return self._base_weight if self._base is not None else 0.0
 
     # -- predicting
 
@@ -148,6 +165,21 @@ class XGBCostModel:
         if self._base is None or self._base_weight <= 0.0:
             return None
         return self._base_weight * self._base.predict(xs)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 0, ties sharing their mean rank."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    starts = np.cumsum(counts) - counts
+    return (starts + (counts - 1) / 2.0)[inverse]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation; 0 when either side is constant."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    if np.ptp(ra) == 0.0 or np.ptp(rb) == 0.0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _matrix(xs: Any) -> np.ndarray:

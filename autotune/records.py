@@ -6,8 +6,9 @@ measured costs or the error class, and the ember version. The log is append-only
 is flushed and fsynced, so an interrupted tune leaves a valid file and the next run resumes from
 it; a last line cut short by a crash is skipped on reading and dropped before appending.
 
-`best_records` picks the fastest successful record per task for one target and CPU: what
-`ember.compile(..., records=...)` applies.
+`matches` says whether a record was measured for a target (the one rule for compiling,
+resuming and transfer learning); `best_records` picks the fastest matching record per task:
+what `ember.compile(..., records=...)` applies.
 """
 
 from __future__ import annotations
@@ -213,43 +214,66 @@ def load_records(path: str | os.PathLike) -> list[Record]:
     return records
 
 
-def best_records(records: Iterable[Record], target: str | Target | None = None,
-                 cpu: str | None = None) -> dict[str, Record]:
-    """The fastest successful record per task key, among records for `target` and `cpu`.
+def _threads(target: Target) -> int:
+    """The thread count code for `target` runs with (-num-threads, else the runtime's
+    default on this machine, as the measurer and the compiled module use)."""
+    threads = target.attrs.get("num-threads")
+    if threads:
+        return int(threads)
+    from ember.backends.llvm.parallel import default_num_threads
 
-    Targets compare without `-mcpu` and `-num-threads`: the CPU is compared by name instead
-    (`cpu`, else the one `target` names with -mcpu; None with neither: any), so records tuned
-    for "llvm" apply to "llvm -mcpu=native" on the same machine. A thread count changes the
-    speed, not the validity, of a config.
-    """
-    wanted = None if target is None else _record_target(str(Target.parse(target)))
-    if cpu is None and target is not None and Target.parse(target).attrs.get("mcpu"):
-        cpu = target_cpu(str(Target.parse(target)))
-    best: dict[str, Record] = {}
-    for record in records:
-        if not record.ok:
-            continue
-        if wanted is not None and _record_target(record.target) != wanted:
-            continue
-        if cpu is not None and record.cpu != cpu:
-            continue
-        if record.task not in best or record.best < best[record.task].best:
-            best[record.task] = record
-    return best
-
-
-#: target options that records do not depend on (the CPU is compared by its name)
-_IGNORED_OPTIONS = ("mcpu", "num-threads")
+    return default_num_threads()
 
 
 @functools.cache
-def _record_target(text: str) -> str:
+def _identity(text: str) -> tuple[str, int] | None:
+    """A target string without `-mcpu` and `-num-threads`, and its thread count; None for a
+    string that does not parse (a foreign target matches nothing)."""
     try:
         target = Target.parse(text)
-    except Exception:  # a foreign target string simply matches nothing
-        return text
-    kept = tuple((k, v) for k, v in target.options if k not in _IGNORED_OPTIONS)
-    return str(Target(target.kind, kept))
+    except Exception:  # noqa: BLE001 - any unparseable target string simply never matches
+        return None
+    kept = tuple((k, v) for k, v in target.options if k not in ("mcpu", "num-threads"))
+    return str(Target(target.kind, kept)), _threads(target)
+
+
+def matches(record: Record, target: str | Target, cpu: str | None = None,
+            same_threads: bool = True) -> bool:
+    """Whether `record` was measured for `target`: the one rule every consumer of records
+    uses (compiling, resuming, transfer learning).
+
+    Targets compare without `-mcpu`, whose CPU is compared by its LLVM name instead (`cpu`,
+    else the one `target` compiles for), so records tuned for "llvm" apply to
+    "llvm -mcpu=native" on the same machine. The thread count must match too unless
+    `same_threads` is False: it changes a config's speed but not its validity.
+    """
+    text = str(target)
+    mine, record_id = _identity(text), _identity(record.target)
+    if mine is None or record_id is None or mine[0] != record_id[0]:
+        return False
+    if record.cpu != (target_cpu(text) if cpu is None else cpu):
+        return False
+    return not same_threads or mine[1] == record_id[1]
+
+
+def best_records(records: Iterable[Record], target: str | Target | None = None,
+                 cpu: str | None = None) -> dict[str, Record]:
+    """The fastest successful record per task key among the records `matches` finds for
+    `target` (all records when None). A task's records measured with the target's thread
+    count win over those measured with another, which serve only when there are none."""
+    best: dict[str, tuple[bool, float, Record]] = {}
+    for record in records:
+        if not record.ok:
+            continue
+        exact = True
+        if target is not None:
+            if not matches(record, target, cpu, same_threads=False):
+                continue
+            exact = matches(record, target, cpu)
+        rank = (not exact, record.best)
+        if record.task not in best or rank < best[record.task][:2]:
+            best[record.task] = (*rank, record)
+    return {task: entry[2] for task, entry in best.items()}
 
 
 def records_for_compile(records: str | os.PathLike | Iterable[Record], target: str | Target
@@ -258,10 +282,9 @@ def records_for_compile(records: str | os.PathLike | Iterable[Record], target: s
     record for `target` on the CPU it compiles for."""
     if isinstance(records, str | os.PathLike):
         records = load_records(records)
-    target = Target.parse(target)
-    chosen = best_records(records, target, target_cpu(str(target)))
+    chosen = best_records(records, Target.parse(target))
     return {key: record.config for key, record in chosen.items()}
 
 
-__all__ = ["Record", "RecordError", "RecordLog", "best_records", "load_records",
+__all__ = ["Record", "RecordError", "RecordLog", "best_records", "load_records", "matches",
            "records_for_compile", "target_cpu"]

@@ -7,9 +7,15 @@ index order, and `XGBTuner` follows AutoTVM's model-based search: an XGBoost cos
 batch, and a plan of the next 64 configs is chosen by parallel simulated annealing over the
 space (128 walkers, a one-knob move per step, temperature falling linearly from 1 to 0,
 stopped after 50 steps without a change to the best points found, walkers kept between
-plans), its last 5% drawn at random. Where the pool to choose from is small (a space of at
-most `exhaustive_limit` configs, or the `candidates` of a replayed table) every unvisited
-point is scored instead: exact, and cheaper than annealing.
+plans). Each pick is random instead with probability 5%. Where the pool to choose from is
+small (a space of at most `exhaustive_limit` configs, or the `candidates` of a replayed
+table) every unvisited point is scored instead: exact, and cheaper than annealing.
+
+Transfer learning (AutoTVM's): a base model fitted on other tasks' records of the same
+template leads the search before the task has measurements of its own. Half the picks stay
+random until the first fit on the task's own data, and the base model keeps a say only as
+far as it ranks those data well (cost_model.XGBCostModel), so a base model from tasks whose
+best configs differ is dropped after a batch or two instead of steering the search.
 
 Why knob features and not loop-IR features drive the search: lowering one candidate costs
 0.05-1.0 s, so annealing over thousands of points per plan is only affordable on features
@@ -36,6 +42,7 @@ import numpy as np
 from ember.autotune.annealing import SimulatedAnnealingExplorer
 from ember.autotune.cost_model import XGBCostModel
 from ember.autotune.features import KnobFeaturizer
+from ember.autotune.records import matches
 from ember.compiler.space import Config, SpaceError
 from ember.errors import EmberError
 
@@ -197,7 +204,7 @@ class XGBTuner(Tuner):
 
     Args:
         plan_size: configs chosen per plan (AutoTVM: 64).
-        epsilon: share of each plan drawn at random.
+        epsilon: the chance that a pick is random rather than the model's.
         objective: the cost model's objective, "rank" or "reg".
         first_fit: measurements (random ones) before the first model fit.
         walkers, steps, patience: simulated annealing's parallel walkers, most steps per
@@ -226,8 +233,23 @@ class XGBTuner(Tuner):
         self.explorer = SimulatedAnnealingExplorer(self.featurizer, self.allowed, seed, walkers,
                                                    steps, patience)
         self._random = RandomTuner(task, seed + 7919, candidates)
+        self._transfer_key: tuple[int, float] | None = None
+        self._random_picks = 0
         if transfer:
-            self._fit_transfer(transfer)
+            self.learn_from(transfer)
+
+    def learn_from(self, records: Sequence[Any]) -> None:
+        """Transfer: (re)fit the base model on other tasks' records (`transfer_records`),
+        unless they are the ones it already learned from; the model on this task's own
+        measurements is refitted over the new base."""
+        key = (len(records), sum(record.timestamp for record in records))
+        if not records or key == self._transfer_key:
+            return
+        self._transfer_key = key
+        self._fit_transfer(records)
+        if self.model.fitted or self.measured_indices:
+            self.model.fit(self.features(self.measured_indices), self.measured_throughputs)
+            self._plan = []
 
     def _fit_transfer(self, records: Sequence[Any]) -> None:
         """Base model on earlier records, each task's throughputs normalized on its own."""
@@ -260,38 +282,48 @@ class XGBTuner(Tuner):
 
     def _propose(self, size: int) -> Any:
         while True:
+            if not self.model.fitted and not self.model.has_base:
+                yield from self._random._propose(size)
+                return
+            if self.rng.random() < self._explore_share():
+                self._random.visited = self.visited
+                pick = next(iter(self._random._propose(1)), None)
+                if pick is not None:
+                    self._random_picks += 1
+                    yield pick
+                    continue
             if not self._plan:
-                if not self.model.fitted and not self.model.has_base:
-                    yield from self._random._propose(size)
-                    return
                 self._plan = self._make_plan()
                 if not self._plan:
                     return
             yield self._plan.pop(0)
 
+    def _explore_share(self) -> float:
+        """The chance that the next pick is random rather than the model's. Without transfer
+        the first `first_fit` picks are random (before the first fit). A transfer model
+        stands in for half of them: one pick in two stays random until `first_fit` of the
+        task's own configs are measured, so the first fit sees configs outside the region
+        the other tasks liked; if that fit then distrusts the transfer model, picks stay
+        random until `first_fit` random ones are measured, as without transfer. Then
+        `epsilon`."""
+        if self.model.has_base:
+            if len(self.measured_indices) < self.first_fit:
+                return 0.5
+            if self.model.base_weight == 0.0 and self._random_picks < self.first_fit:
+                return 1.0
+        return self.epsilon
+
     # -- planning
 
     def _make_plan(self) -> list[int]:
-        """The next plan: the model's best unvisited points, then an epsilon share of random
-        ones."""
-        greedy = self.plan_size - int(round(self.epsilon * self.plan_size))
+        """The model's best `plan_size` unvisited points (scored whole for a small pool,
+        else by simulated annealing). The plan is made again after every measured batch."""
         if self.pool_size <= self.exhaustive_limit:
-            chosen = self._score_pool(greedy)
-        else:
-            starts = [] if self.explorer.positions is not None else [
-                self.pool_index(self.rng.randrange(self.pool_size))
-                for _ in range(self.explorer.walkers)]
-            chosen = self.explorer.explore(self.model.predict, greedy, starts)
-        taken = set(chosen)
-        extra = []
-        self._random.visited = self.visited | taken
-        for index in self._random._propose(self.plan_size - len(chosen)):
-            if index not in taken and self.allowed(index):
-                extra.append(index)
-                taken.add(index)
-                if len(chosen) + len(extra) >= self.plan_size:
-                    break
-        return chosen + extra
+            return self._score_pool(self.plan_size)
+        starts = [] if self.explorer.positions is not None else [
+            self.pool_index(self.rng.randrange(self.pool_size))
+            for _ in range(self.explorer.walkers)]
+        return self.explorer.explore(self.model.predict, self.plan_size, starts)
 
     def _score_pool(self, count: int) -> list[int]:
         pool = np.array([self.pool_index(k) for k in range(self.pool_size)], dtype=np.int64)
@@ -311,12 +343,27 @@ class XGBTuner(Tuner):
 
 def transfer_records(task: Any, records: Sequence[Any]) -> list[Any]:
     """The records of other tasks that an XGBTuner of `task` can learn from (its `transfer`
-    argument): same target, and configs with exactly the knobs of `task`'s space (the same
-    anchor template, another shape). The task's own records are for resuming instead."""
+    argument): measured for the same target and CPU (any thread count), with exactly the
+    knobs of `task`'s space (the same anchor template, another shape). The task's own
+    records are for resuming instead."""
     knobs = set(task.space().knobs)
     return [record for record in records
-            if record.task != task.key and record.target == str(task.target)
-            and set(record.config) == knobs]
+            if record.task != task.key and set(record.config) == knobs
+            and matches(record, task.target, same_threads=False)]
+
+
+def _teach(tunings: Sequence[TaskTuning], log: Any) -> None:
+    """Give every XGBoost tuner among `tunings` the log's records of its similar tasks
+    (`transfer_records`), the log read once."""
+    learners = [t for t in tunings if isinstance(t.tuner, XGBTuner)]
+    if log is None or not learners:
+        return
+    by_knobs: dict[frozenset, list[Any]] = {}
+    for record in log:
+        by_knobs.setdefault(frozenset(record.config), []).append(record)
+    for tuning in learners:
+        group = by_knobs.get(frozenset(tuning.task.space().knobs), [])
+        tuning.tuner.learn_from(transfer_records(tuning.task, group))
 
 
 TUNERS: dict[str, type[Tuner]] = {"random": RandomTuner, "grid": GridTuner, "xgb": XGBTuner}
@@ -417,7 +464,7 @@ class TaskTuning:
         configs, results = [], []
         seen: set[int] = set()
         for record in self.log:
-            if record.task != self.task.key or record.target != str(self.task.target):
+            if record.task != self.task.key or not matches(record, self.task.target):
                 continue
             try:
                 config = space.from_values(record.config)
@@ -504,7 +551,7 @@ class TaskTuning:
 def tune_task(task: Any, tuner: Tuner, measure: Callable[[Sequence[Config]], list[Any]],
               trials: int, early_stopping: int | None = None, log: Any = None,
               callback: Callable[[TuneProgress], None] | None = None,
-              batch_size: int | None = None) -> TuneSummary:
+              batch_size: int | None = None, transfer: bool = True) -> TuneSummary:
     """Tune one task to `trials` measurements.
 
     Args:
@@ -518,11 +565,15 @@ def tune_task(task: Any, tuner: Tuner, measure: Callable[[Sequence[Config]], lis
             measured again; each new measurement is appended as its batch returns.
         callback: called with a TuneProgress after each batch.
         batch_size: configs measured per call of `measure` (default 16).
+        transfer: an XGBoost tuner also learns from the log's records of other tasks of
+            the same template (see `transfer_records`).
     """
     if trials < 0:
         raise TunerError(f"trials must be at least 0, got {trials}")
     tuning = TaskTuning(task, tuner, measure, log, callback, early_stopping, batch_size)
     tuning.resume()
+    if transfer:
+        _teach([tuning], log)
     return tuning.run(trials)
 
 
@@ -544,14 +595,17 @@ def tune_model(tasks: Sequence[Any],
                trials: int, early_stopping: int | None = None, log: Any = None,
                callback: Callable[[TuneProgress], None] | None = None,
                tuner: str | Callable[[Any], Tuner] = "xgb", seed: int = 0,
-               rounds: int = 4, batch_size: int | None = None) -> list[TuneSummary]:
+               rounds: int = 4, batch_size: int | None = None,
+               transfer: bool = True) -> list[TuneSummary]:
     """Tune a model's tasks with `trials` measurements in all.
 
     Each task's default config is measured first (unless the log has it); then the
     remaining trials are given out over `rounds` rounds, each round's share going to the tasks
     in proportion to their part of the model's latency (weight x best cost so far), so the
     split follows the bests as they improve. A task that runs out of configs or stops early
-    leaves its share to the others.
+    leaves its share to the others. With `transfer`, before each round every XGBoost tuner
+    learns from the log's records of the model's other tasks of its template (those tuned
+    in earlier rounds included), AutoTVM's transfer learning.
 
     Returns:
         one TuneSummary per task, in the order of `tasks`.
@@ -580,7 +634,10 @@ def tune_model(tasks: Sequence[Any],
                                      if math.isfinite(run.summary.best_cost)
                                      else max(known, default=1.0))
                   for run in active]
-        for run, extra in zip(active, _split(budget, shares)):
+        extras = _split(budget, shares)
+        if transfer:
+            _teach([run for run, extra in zip(active, extras) if extra > 0], log)
+        for run, extra in zip(active, extras):
             if extra > 0:
                 run.run(run.summary.trials + extra)
         if sum(run.summary.trials for run in runs) == done:

@@ -3,14 +3,15 @@
     python benchmarks/tuned_models.py [--models resnet50,xr-es] [--trials 200] [--no-tune]
                                       [--log benchmarks/data/tuned_models.jsonl]
 
-For each model (default: light ResNet-50, the XR zoo models, which are built of MobileNet-style
-blocks, and GPT-2-small prefill and decode) it extracts the tuning tasks, tunes them with the
-XGBoost tuner for `--trials` measurements in all (split over the tasks by their share of the
-model's latency; the log is resumed, so measurements already in it are not taken again), then
-compiles the model untuned and with the log's records, checks both against ONNX Runtime and
-times the three in one process, each in its own block, after all tuning has finished
-(median of `--repeat` runs, same threads). `--no-tune` only applies the records already in
-the log. It prints one row per model and the geometric means of the ratios to ONNX Runtime.
+For each model (default: light ResNet-50 and ShuffleNet, the XR zoo models, which are built
+of MobileNet-style blocks, and GPT-2-small prefill and decode) it extracts the tuning tasks,
+tunes them with the XGBoost tuner for `--trials` measurements in all (split over the tasks by
+their share of the model's latency; the log is resumed, so measurements already in it are not
+taken again, and its records of other tasks seed the cost model), then compiles the model
+untuned and with the log's records, checks both against ONNX Runtime and times the three in
+one process, each in its own block, after all tuning has finished (median of `--repeat` runs,
+same threads). `--no-tune` only applies the records already in the log.
+It prints one row per model and the geometric means of the ratios to ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ from ember.autotune.task import extract_tasks
 from ember.autotune.tuner import tune_model
 from ember.runtime.bench import ATOL, RTOL, compare, geometric_mean, median_ms, model_feeds
 from ember.workloads import zoo
-from ember.workloads.light import light_model
+from ember.workloads.light import LIGHT_MODELS, light_model
 
 LOG = Path(__file__).parent / "data" / "tuned_models.jsonl"
-DEFAULT_MODELS = ["resnet50", *[n for n in zoo.names() if n.startswith("xr-")],
+DEFAULT_MODELS = ["resnet50", "shufflenet", *[n for n in zoo.names() if n.startswith("xr-")],
                   "gpt2-small-prefill", "gpt2-small-decode"]
 
 
 def load(name: str):
-    return light_model(name, seed=0) if name in ("resnet50",) else zoo.build(name)
+    return light_model(name, seed=0) if name in LIGHT_MODELS else zoo.build(name)
 
 
 def tune(model, trials: int, log_path: Path, measurer) -> str:

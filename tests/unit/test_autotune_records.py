@@ -14,6 +14,7 @@ from ember.autotune.records import (
     RecordLog,
     best_records,
     load_records,
+    matches,
     target_cpu,
 )
 from ember.compiler.space import ConfigSpace
@@ -135,9 +136,38 @@ def test_best_records_pick_the_fastest_success_per_task_target_and_cpu():
     best = best_records(records, "llvm", "skylake-avx512")
     assert {k: r.index for k, r in best.items()} == {"conv_0123456789abcdef": 2,
                                                      "matmul_ffff": 6}
-    assert best_records(records, "llvm -mattr=-avx512f")["conv_0123456789abcdef"].index == 4
+    assert best_records(records, "llvm -mattr=-avx512f", "skylake-avx512")[
+        "conv_0123456789abcdef"].index == 4
     # -mcpu names the CPU: compared with the records' cpu, not as part of the target
     assert best_records(records, "llvm -mcpu=znver4")["conv_0123456789abcdef"].index == 5
-    assert best_records(records, "llvm")["conv_0123456789abcdef"].index == 5
+    assert best_records(records, "llvm", "znver4")["conv_0123456789abcdef"].index == 5
     assert best_records(records)["conv_0123456789abcdef"].index == 5  # no filter
+    # without a cpu, the target's own CPU (the host's for plain "llvm") is the one wanted
+    host = record(cost=9e-3, index=7, task="host_task", cpu=target_cpu("llvm"))
+    chosen = best_records([*records, host], "llvm")
+    assert chosen["host_task"] == host
+    assert all(r.cpu == target_cpu("llvm") for r in chosen.values())
+
+
+def test_best_records_prefer_the_targets_thread_count():
+    one = record(cost=2e-3, index=1, target="llvm -num-threads=1")
+    two = record(cost=1e-3, index=2, target="llvm -num-threads=2")
+    assert best_records([one, two], "llvm -num-threads=1", "skylake-avx512")[
+        "conv_0123456789abcdef"].index == 1
+    assert best_records([one, two], "llvm -num-threads=2", "skylake-avx512")[
+        "conv_0123456789abcdef"].index == 2
+    # no record for 4 threads: the fastest of the others serves
+    assert best_records([one, two], "llvm -num-threads=4", "skylake-avx512")[
+        "conv_0123456789abcdef"].index == 2
+
+
+def test_matches_is_the_one_rule_for_target_cpu_and_threads():
+    base = record(cost=1e-3, target="llvm -num-threads=2")
+    assert matches(base, "llvm -num-threads=2 -mcpu=skylake-avx512")
+    assert not matches(base, "llvm -num-threads=1", "skylake-avx512")
+    assert matches(base, "llvm -num-threads=1", "skylake-avx512", same_threads=False)
+    assert not matches(base, "llvm -num-threads=2", "znver4")
+    assert not matches(base, "llvm -mattr=-avx512f -num-threads=2", "skylake-avx512")
+    assert not matches(dataclasses.replace(base, target="cuda -arch=??"), "llvm",
+                       "skylake-avx512")
     assert best_records([record(cost=None, error="wrong_answer")]) == {}

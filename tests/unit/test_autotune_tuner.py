@@ -166,6 +166,63 @@ def test_transfer_from_records_seeds_the_first_plan(tmp_path, task):
     assert np.mean(warm) < np.mean(cold)
 
 
+def tuned_records(tmp_path, task, trials=200):
+    """The log records of a random tune of `task`."""
+    path = tmp_path / f"{task.key}.jsonl"
+    with RecordLog(path) as log:
+        tune_task(task, RandomTuner(task, seed=0), task.measure, trials=trials, log=log)
+    return load_records(path)
+
+
+def test_transfer_from_tasks_that_disagree_is_dropped(tmp_path, task):
+    agrees = SyntheticTask("synthetic_agrees", scale=3.0)
+    disagrees = SyntheticTask("synthetic_disagrees")
+    disagrees.costs = [1e-6 / cost for cost in disagrees.costs]   # the ranking upside down
+    helpful = tuned_records(tmp_path, agrees)
+    misleading = tuned_records(tmp_path, disagrees)
+    weights = {}
+    for label, records in (("helpful", helpful), ("misleading", misleading)):
+        tuner = XGBTuner(task, seed=0, transfer=records)
+        drive(tuner, task, batch=8, limit=32)
+        weights[label] = tuner.model.base_weight
+    assert weights["helpful"] > 0.5 and weights["misleading"] == 0.0
+    seeds = range(5)
+    cold = np.mean([trials_to_reach(XGBTuner(task, seed=s), task, batch=8) for s in seeds])
+    misled = np.mean([trials_to_reach(XGBTuner(task, seed=s, transfer=misleading), task,
+                                      batch=8) for s in seeds])
+    rand = np.mean([trials_to_reach(RandomTuner(task, seed=s), task, batch=8) for s in seeds])
+    assert misled < 0.5 * rand and misled < 2 * cold, (misled, cold, rand)
+
+
+def test_tune_model_transfers_between_tasks_of_one_template(tmp_path):
+    tasks = [SyntheticTask("synthetic_a"), SyntheticTask("synthetic_b", scale=2.0)]
+    tuners = {}
+
+    def new_tuner(task):
+        tuners[task.key] = XGBTuner(task, seed=0)
+        return tuners[task.key]
+
+    with RecordLog(tmp_path / "model.jsonl") as log:
+        tune_model(tasks, lambda t: t.measure, trials=80, log=log, tuner=new_tuner)
+    assert all(t.model.has_base for t in tuners.values())
+    with RecordLog(tmp_path / "cold.jsonl") as log:
+        tune_model(tasks, lambda t: t.measure, trials=80, log=log, tuner=new_tuner,
+                   transfer=False)
+    assert not any(t.model.has_base for t in tuners.values())
+
+
+def test_resume_takes_only_records_of_the_same_thread_count(tmp_path, task):
+    path = tmp_path / "tune.jsonl"
+    with RecordLog(path) as log:
+        tune_task(task, RandomTuner(task, seed=0), task.measure, trials=20, log=log)
+    other = SyntheticTask()
+    other.target = Target.parse("llvm -num-threads=64")
+    with RecordLog(path) as log:
+        summary = tune_task(other, RandomTuner(other, seed=1), other.measure, trials=20,
+                            log=log)
+    assert summary.resumed == 0 and len(load_records(path)) == 40
+
+
 def test_tune_task_resumes_from_log(tmp_path, task):
     path = tmp_path / "tune.jsonl"
     calls = []

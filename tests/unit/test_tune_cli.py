@@ -7,7 +7,7 @@ import pytest
 from autotune_models import two_conv_model
 
 from ember.__main__ import main
-from ember.autotune import cli, measure
+from ember.autotune import cli, measure, tuner
 from ember.autotune.measure import MeasureResult
 from ember.autotune.records import load_records
 from ember.errors import EmberError
@@ -72,6 +72,22 @@ def test_running_again_resumes_from_the_log(fake, tmp_path, capsys):
     main([*OP, "--trials", "16", "--log", str(log)])
     assert len(fake.measured) == len(set(fake.measured)) >= 16
     assert len(load_records(log)) == len(fake.measured)
+
+
+def test_a_new_shape_learns_from_the_logs_other_shapes_unless_told_not_to(fake, tmp_path,
+                                                                          monkeypatch):
+    log = tmp_path / "mm.jsonl"
+    main([*OP, "--trials", "10", "--log", str(log)])
+    taught = []
+    learn_from = tuner.XGBTuner.learn_from
+    monkeypatch.setattr(tuner.XGBTuner, "learn_from",
+                        lambda self, records: (taught.append(len(records)),
+                                               learn_from(self, records)))
+    other = ["tune", "--op", "matmul", "--shape", "16x32", "--shape", "32x64"]
+    main([*other, "--trials", "10", "--log", str(log), "--no-transfer"])
+    assert taught == []
+    main([*other, "--trials", "20", "--log", str(log)])
+    assert taught and taught[0] >= 10   # the first shape's records
 
 
 def test_ctrl_c_leaves_a_valid_log_and_prints_the_summary(monkeypatch, tmp_path, capsys):
