@@ -119,6 +119,10 @@ def add_tune_parser(commands: Any) -> argparse.ArgumentParser:
     tune.add_argument("--tasks", type=int, default=None, metavar="K",
                       help="tune only the K tasks with the most FLOPs x calls")
     tune.add_argument("--seed", type=int, default=0, help="tuner seed")
+    tune.add_argument("--cache-flush", action="store_true",
+                      help="evict a kernel's weights and outputs from the CPU caches before "
+                           "each timed call, as in a model whose weights do not stay in "
+                           "cache (TVM's enable_cpu_cache_flush; x86)")
     tune.add_argument("--no-transfer", dest="transfer", action="store_false",
                       help="do not let the XGBoost tuner learn from the log's records of "
                            "other tasks of the same template")
@@ -369,7 +373,8 @@ def tune(tasks: Sequence[Task], args: argparse.Namespace, out: Any = None,
     totals: dict[str, int | None] = {t.key: None if many else args.trials for t in tasks}
     bars = ProgressBars(existing, totals, enabled=progress)
     log = RecordLog(log_path)
-    measurer = measure.make_measurer(args.executor, args.address)
+    measurer = measure.make_measurer(args.executor, args.address,
+                                     measure.MeasureOptions(cache_flush=args.cache_flush))
 
     def measure_for_task(task: Task) -> Callable[[Sequence[Any]], list[Any]]:
         def run(configs: Sequence[Any]) -> list[Any]:

@@ -35,6 +35,7 @@ import dataclasses
 import enum
 import math
 import os
+import platform
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -98,6 +99,10 @@ class MeasureResult:
         return min(self.costs) if self.ok and self.costs else math.inf
 
 
+#: platform.machine() names of the hosts whose CPUs have clflush
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+
+
 @dataclasses.dataclass(frozen=True)
 class MeasureOptions:
     """How candidates are measured: AutoTVM's defaults, except that a build may take 60 s
@@ -111,6 +116,10 @@ class MeasureOptions:
         run_timeout: seconds a candidate's run (link, check, all batches) may take.
         check: compare outputs with the numpy reference (a mismatch is WRONG_ANSWER).
         builders: parallel build processes (default: the cores this process may use).
+        cache_flush: TVM's `enable_cpu_cache_flush` (x86 hosts): every argument but the
+            first is evicted from the caches before each timed call, and only the calls
+            are timed, as a kernel runs in a model whose weights do not stay in cache;
+            `min_repeat_ms` then bounds a batch's wall time, flushes included.
     """
 
     repeat: int = 3
@@ -120,6 +129,7 @@ class MeasureOptions:
     run_timeout: float = 10.0
     check: bool = True
     builders: int | None = None
+    cache_flush: bool = False
 
     def __post_init__(self) -> None:
         for name in ("repeat", "number"):
@@ -133,6 +143,10 @@ class MeasureOptions:
         if self.min_repeat_ms < 0:
             raise MeasureError(f"MeasureOptions.min_repeat_ms must be >= 0, got "
                                f"{self.min_repeat_ms}")
+        if self.cache_flush and platform.machine().lower() not in X86_MACHINES:
+            raise MeasureError(f"MeasureOptions.cache_flush needs an x86 host (it uses "
+                               f"clflush); this one is {platform.machine()}: measure without "
+                               f"it")
         if self.builders is not None and self.builders < 1:
             raise MeasureError(f"MeasureOptions.builders must be at least 1, got "
                                f"{self.builders}")
@@ -221,7 +235,8 @@ class CandidateRunner:
         self.worker.ensure_started()
         holds = self._loaded == (data.key, self.worker.starts)
         request = RunRequest(data.key, None if holds else data, built, options.repeat,
-                             options.number, options.min_repeat_ms, options.check)
+                             options.number, options.min_repeat_ms, options.check,
+                             options.cache_flush)
         outcome = self.worker.call(request, options.run_timeout)
         if outcome.kind == "ok" and isinstance(outcome.value, RunReply):
             self._loaded = (data.key, self.worker.starts)

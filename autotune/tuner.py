@@ -247,7 +247,7 @@ class XGBTuner(Tuner):
             return
         self._transfer_key = key
         self._fit_transfer(records)
-        if self.model.fitted or self.measured_indices:
+        if len(self.measured_indices) >= self.first_fit:
             self.model.fit(self.features(self.measured_indices), self.measured_throughputs)
             self._plan = []
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import ember
-from ember.autotune.measure import make_measurer
+from ember.autotune.measure import MeasureOptions, make_measurer
 from ember.autotune.records import RecordLog
 from ember.autotune.task import extract_tasks
 from ember.autotune.tuner import tune_model
@@ -66,6 +66,12 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=LOG)
     parser.add_argument("--no-tune", action="store_true",
                         help="only apply the records already in the log")
+    parser.add_argument("--cache-flush", action="store_true",
+                        help="measure with the weights evicted from the caches before each "
+                             "timed call (MeasureOptions.cache_flush)")
+    parser.add_argument("--tune-only", action="store_true",
+                        help="tune into the log and stop (time later with --no-tune, in a "
+                             "fresh process)")
     args = parser.parse_args()
     args.log.parent.mkdir(parents=True, exist_ok=True)
 
@@ -73,7 +79,7 @@ def main() -> None:
     if not args.no_tune:
         # every model is tuned before any is timed: nothing of the tuner (its worker
         # processes, XGBoost's threads) is alive while the three runtimes are timed
-        measurer = make_measurer("local")
+        measurer = make_measurer("local", options=MeasureOptions(cache_flush=args.cache_flush))
         try:
             for name in names:
                 print(f"{name}: tuning: {tune(load(name), args.trials, args.log, measurer)}",
@@ -81,6 +87,8 @@ def main() -> None:
         finally:
             measurer.close()
 
+    if args.tune_only:
+        return
     rows = []
     for name in names:
         model = load(name)

@@ -1,7 +1,7 @@
 """Tuner efficiency: how many trials XGBoost and random search need to reach 95% of the best.
 
     python benchmarks/tuning.py collect [--samples 1000]   # measures; tens of minutes
-    python benchmarks/tuning.py replay [--seeds 5]         # replays the committed table; minutes
+    python benchmarks/tuning.py replay [--seeds 100] [--transfer LOG]  # replays it; a minute
 
 Three tasks, each taken from a real model as ember compiles it: a ResNet-50 3x3 convolution
 (light ResNet-50), the first dense layer of GPT-2's MLP with its bias and GELU (GPT-2-small
@@ -139,40 +139,45 @@ def replay(names: Sequence[str], seeds: int, batch: int, transfer: Path | None) 
     records = load_records(TABLE)
     earlier = load_records(transfer) if transfer is not None else []
     print(f"table {TABLE.name}: {len(records)} measured configs; goal {GOAL:.0%} of the best; "
-          f"{seeds} seeds; batches of {batch}")
-    print(f"{'task':18} {'space':>8} {'table':>6} {'best GF/s':>9} {'default':>8} "
-          f"{'random':>13} {'xgboost':>13} {'xgb/random':>10}")
+          f"{seeds} seeds; batches of {batch}"
+          + (f"; transfer from {transfer.name}" if transfer is not None else ""))
+    print(f"{'task':18} {'space':>6} {'table':>5} {'good':>4} {'best GF/s':>9} "
+          f"{'default':>7} {'random':>13} {'xgboost':>13} {'/random':>7}"
+          + (f" {'xgb+transfer':>13} {'/random':>7}" if transfer is not None else ""))
     for name in names:
         task = find_task(name)
         mine = [r for r in records if r.task == task.key]
         if not mine:
             print(f"{name:18} no records for task {task.key}; run `collect` first")
             continue
-        replay_task(name, task, mine, transfer_records(task, earlier), seeds, batch)
+        similar = transfer_records(task, earlier) if transfer is not None else None
+        replay_task(name, task, mine, similar, seeds, batch)
 
 
-def replay_task(name: str, task: Task, mine: Sequence[Record], similar: Sequence[Record],
-                seeds: int, batch: int) -> None:
+def replay_task(name: str, task: Task, mine: Sequence[Record],
+                similar: Sequence[Record] | None, seeds: int, batch: int) -> None:
     candidates = {r.index for r in mine}
     tuners = {"random": lambda s: RandomTuner(task, seed=s, candidates=candidates),
               "xgboost": lambda s: XGBTuner(task, seed=s, candidates=candidates)}
-    if similar:  # AutoTVM's transfer learning: a base model from other tasks' records
+    if similar is not None:  # AutoTVM's transfer learning: other tasks' records lead
         tuners["xgb+transfer"] = lambda s: XGBTuner(task, seed=s, candidates=candidates,
                                                     transfer=similar)
     counts = {label: [trials_to_goal(make(s), Replay(mine), batch) for s in range(seeds)]
               for label, make in tuners.items()}
     mean = {k: statistics.mean(v) for k, v in counts.items()}
     best = max(r.gflops for r in mine)
+    good = sum(r.gflops >= GOAL * best for r in mine)
     default = next((r.gflops for r in mine if r.index == task.space().default.index), 0.0)
-    print(f"{name:18} {len(task.space()):>8} {len(mine):>6} {best:>9.1f} {default:>8.1f} "
-          + " ".join(f"{mean[k]:>6.1f} ± {statistics.pstdev(counts[k]):>4.1f}"
-                     for k in ("random", "xgboost"))
-          + f" {mean['xgboost'] / mean['random']:>10.2f}", flush=True)
-    if similar:
-        print(f"{'':18} xgboost with transfer from {len(similar)} records of other tasks: "
-              f"{mean['xgb+transfer']:.1f} ± {statistics.pstdev(counts['xgb+transfer']):.1f} "
-              f"trials, {mean['xgb+transfer'] / mean['random']:.2f} of random")
-    print("  per seed: " + "; ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+    cells = [f"{mean[k]:>6.1f} ± {statistics.pstdev(counts[k]):>4.1f}"
+             + ("" if k == "random" else f" {mean[k] / mean['random']:>7.2f}")
+             for k in tuners]
+    print(f"{name:18} {len(task.space()):>6} {len(mine):>5} {good:>4} {best:>9.1f} "
+          f"{default:>7.1f} " + " ".join(cells), flush=True)
+    if similar is not None:
+        print(f"{'':18} transfer: {len(similar)} records of "
+              f"{len({r.task for r in similar})} other tasks of the template")
+    if seeds <= 20:
+        print("  per seed: " + "; ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
 
 
 def main() -> None:
@@ -180,7 +185,7 @@ def main() -> None:
     parser.add_argument("mode", choices=("collect", "replay"))
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transfer", type=Path, default=None,

@@ -67,7 +67,13 @@ def tune_model_from_python(model, log_path: Path) -> None:
     in proportion to each task's share of the model's latency. Candidates build in worker
     processes and run one at a time in a runner process, their outputs checked against the
     ops' numpy references: one that crashes, hangs or computes a wrong answer is recorded with
-    its error class, and the search goes on."""
+    its error class, and the search goes on. Before each round, every task's XGBoost cost
+    model also learns from the log's records of the other tasks of its template (the model's
+    other convolutions, say, or earlier tunes in the same log): AutoTVM's transfer learning,
+    which it drops on its own for a task whose measurements disagree (`transfer=False`, or
+    `ember tune --no-transfer`, turns it off). For weights that should not stay in cache
+    while a kernel is timed, pass `MeasureOptions(cache_flush=True)` to `make_measurer`
+    (`ember tune --cache-flush`)."""
     tasks = extract_tasks(model)
     for task in tasks:
         print(f"task {task.name}: {task.weight} call(s), {task.flops / 1e6:.1f} MFLOP, "

@@ -289,6 +289,39 @@ def test_timer_calls_the_kernel_number_times_natively():
     assert all(b.guards_intact() for b in buffers)
 
 
+def test_cold_timer_flushes_then_calls_the_kernel_number_times():
+    from ember.autotune.runner import _ColdTimer, _Guarded
+    from ember.backends.llvm.jit import compile_primfuncs
+    from ember.ir import expr as E
+    from ember.ir import loop as L
+
+    counter, other = L.Buffer("counter", (1,), "float32"), L.Buffer("other", (4096,), "float32")
+    bump = L.Store(counter, (E.const(0),), L.Load(counter, (E.const(0),)) + E.const(1.0,
+                                                                                "float32"))
+    kernel = compile_primfuncs([L.PrimFunc("bump", (other, counter), bump)]).get("bump")
+    buffers = [_Guarded((4096,), np.dtype(np.float32)), _Guarded((1,), np.dtype(np.float32))]
+    buffers[0].array[...] = np.arange(4096)
+    buffers[1].array[...] = 0
+    ranges = [(b.address, b.array.nbytes) for b in buffers] + [(buffers[0].address, 0)]
+    timer = _ColdTimer(kernel, [b.address for b in buffers], ranges)
+    seconds, status = timer(7)
+    assert buffers[1].array[0] == 7 and status == 0 and 0 <= seconds < 1.0
+    assert (buffers[0].array == np.arange(4096)).all()   # evicted, not changed
+    assert all(b.guards_intact() for b in buffers)
+
+
+def test_cache_flush_measures_and_checks(monkeypatch):
+    task = matmul_task()
+    with LocalMeasurer(MeasureOptions(repeat=2, min_repeat_ms=1.0, builders=1,
+                                      cache_flush=True)) as cold:
+        [result] = cold.measure(task, [task.space().default])
+    assert result.ok, result.message
+    assert len(result.costs) == 2 and all(0 < cost < 1.0 for cost in result.costs)
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    with pytest.raises(MeasureError, match="x86"):
+        MeasureOptions(cache_flush=True)
+
+
 def test_integer_inputs_are_valid_indices():
     types = [TensorType((5, 7), "float32"), TensorType((3,), "int64"), TensorType((4,), "bool")]
     floats, indices, flags = random_inputs(types, seed=0)
