@@ -367,11 +367,18 @@ class _Timer:
         self._args = (ctypes.c_void_p * count)(*pointers)
 
     @staticmethod
-    def _compile(count: int) -> tuple[Any, Any]:
+    def _call_ir(count: int) -> tuple[str, str, str]:
+        """The kernel's parameter types, the loads of its arguments from `%args`, and the
+        argument list of the call: LLVM IR text both loops share."""
         params = ", ".join(["ptr"] * count)
         loads = "\n".join(f"  %p{k} = getelementptr ptr, ptr %args, i64 {k}\n"
                           f"  %a{k} = load ptr, ptr %p{k}" for k in range(count))
         args = ", ".join(f"ptr %a{k}" for k in range(count))
+        return params, loads, args
+
+    @classmethod
+    def _compile(cls, count: int) -> tuple[Any, Any]:
+        params, loads, args = cls._call_ir(count)
         text = f"""
 define i32 @ember_repeat(ptr %f, ptr %args, i64 %n) {{
 entry:
@@ -405,7 +412,7 @@ exit:
         return time.perf_counter() - start, status
 
 
-class _ColdTimer:
+class _ColdTimer(_Timer):
     """Like `_Timer`, but evicts byte ranges from every cache level (`clflush` per 64-byte
     line, then a fence) before each call, and times each call alone with CLOCK_MONOTONIC
     inside the loop, so the flushes are not timed: the kernel runs as it does in a model
@@ -415,23 +422,15 @@ class _ColdTimer:
 
     def __init__(self, kernel: Kernel, pointers: Sequence[int],
                  ranges: Sequence[tuple[int, int]]):
-        count = len(pointers)
-        if count not in self._loops:
-            self._loops[count] = self._compile(count)
-        _, self._repeat = self._loops[count]
-        self._function = kernel.address
-        self._args = (ctypes.c_void_p * count)(*pointers)
+        super().__init__(kernel, pointers)
         pairs = [value for address, size in ranges for value in (address, max(1, size))]
         self._ranges = (ctypes.c_uint64 * max(1, len(pairs)))(*pairs)
         self._range_count = len(ranges)
         self._nanoseconds = ctypes.c_int64(0)
 
-    @staticmethod
-    def _compile(count: int) -> tuple[Any, Any]:
-        params = ", ".join(["ptr"] * count)
-        loads = "\n".join(f"  %p{k} = getelementptr ptr, ptr %args, i64 {k}\n"
-                          f"  %a{k} = load ptr, ptr %p{k}" for k in range(count))
-        args = ", ".join(f"ptr %a{k}" for k in range(count))
+    @classmethod
+    def _compile(cls, count: int) -> tuple[Any, Any]:
+        params, loads, args = cls._call_ir(count)
         text = f"""
 declare void @llvm.x86.sse2.clflush(ptr)
 declare i32 @clock_gettime(i32, ptr)
