@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ArtifactError", "CodegenError", "EmberError", "FrontendError", "IRError", "InputError",
     "Module", "ScheduleError", "ShapeError", "SpecializationNeeded", "Target", "TargetError",
-    "TensorSpec", "UnsupportedOpError", "compile", "load", "__version__",
+    "TensorSpec", "UnsupportedOpError", "aligned", "compile", "load", "__version__",
 ]
 
 _LAZY = {
@@ -36,6 +36,7 @@ _LAZY = {
     "load": ("ember.runtime.artifact", "load"),
     "Module": ("ember.runtime.module", "Module"),
     "TensorSpec": ("ember.runtime.module", "TensorSpec"),
+    "aligned": ("ember.backends.llvm.runtime", "aligned"),
 }
 
 

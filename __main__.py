@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", help="write the outputs to this .npz file")
     run.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
     run.add_argument("--records", metavar="LOG", help=records_help)
-    run.add_argument("--profile", action="store_true", help="time each kernel on its own")
+    run.add_argument("--profile", action="store_true",
+                     help="time each kernel call, in order as in a run (Module.profile)")
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser(

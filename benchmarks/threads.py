@@ -101,7 +101,7 @@ def kernels_ms(module, feeds, repeat: int) -> float:
     """The kernels' time alone: the sum of each step's median (Module.profile, on buffers
     allocated once), without run()'s input checks and fresh output pages, which stay
     serial."""
-    return sum(row.ms for row in module.profile(feeds, repeat=repeat))
+    return sum(row.ms for row in module.profile(feeds, repeat=repeat, isolated=True))
 
 
 def speedup(name: str, model: onnx.ModelProto, flops: float, threads: int, repeat: int) -> None:

@@ -8,7 +8,8 @@
 Each runtime is timed in its own block (ONNX Runtime's spinning worker threads never overlap
 ember's timing): one warm-up call, then the median of `repeat` calls. ONNX Runtime runs with
 its default session options except the thread count, which is ember's. The kernel table joins
-`Module.profile()` with each kernel's FLOPs (the matrix products and convolutions of its fused
+`Module.profile(isolated=True)` (each kernel's own speed, its data hot in cache) with each
+kernel's FLOPs (the matrix products and convolutions of its fused
 group) and compares the achieved rate with the floor: one core's measured FMA rate times the
 threads. The compiler is imported when a function needs it (runtime/ loads without it).
 """
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ember.backends.llvm.runtime import aligned
 from ember.errors import EmberError
 from ember.runtime.module import Module
 
@@ -102,7 +104,8 @@ def ort_session(model: onnx.ModelProto, threads: int):
 def model_feeds(model: onnx.ModelProto, module: Module, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded feeds for `module`'s inputs: token ids below the vocabulary for ember's LLM
     workloads, normal floats (scaled by 0.1 for LLMs), zeros for other integers (safe as
-    indices and positions)."""
+    indices and positions); 64-byte aligned, as a serving loop keeps its buffers, so that
+    ember reads them in place (ONNX Runtime does with any alignment)."""
     rng = np.random.default_rng(seed)
     vocab = None
     if any(prop.key == "ember.llm.config" for prop in model.metadata_props):
@@ -122,7 +125,7 @@ def model_feeds(model: onnx.ModelProto, module: Module, seed: int = 0) -> dict[s
             feeds[spec.name] = (scale * rng.standard_normal(spec.shape)).astype(dtype)
         else:
             feeds[spec.name] = np.zeros(spec.shape, dtype)
-    return feeds
+    return {name: aligned(value) for name, value in feeds.items()}
 
 
 def compare(model: onnx.ModelProto | str, threads: int, repeat: int = 20, target: str = "llvm",
@@ -227,7 +230,7 @@ def kernel_flops(model: onnx.ModelProto, target: str = "llvm",
 def top_kernels(comparison: Comparison, count: int = 3, repeat: int = 5) -> list[KernelCost]:
     """The `count` kernels with the most time in `comparison.module.profile()` (all calls of
     a kernel together), with their FLOPs."""
-    profile = comparison.module.profile(comparison.feeds, repeat=repeat)
+    profile = comparison.module.profile(comparison.feeds, repeat=repeat, isolated=True)
     flops = kernel_flops(comparison.model, comparison.target, comparison.input_shapes)
     total = sum(row.ms for row in profile) or 1.0
     merged: dict[str, list] = {}

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ember.backends.llvm.runtime import aligned
 from ember.errors import InputError
 from ember.ir.graph import Graph, dtype_name, numpy_dtype
 
@@ -175,17 +176,22 @@ class Module:
 
         return str(save(self, path))
 
-    def profile(self, feeds: Mapping[str, Any] | None = None, repeat: int = 5) -> Profile:
-        """Time each kernel on its own (median of `repeat` calls) on `feeds` (random inputs
-        when None): one row per step, printed as a table."""
+    def profile(self, feeds: Mapping[str, Any] | None = None, repeat: int = 5,
+                isolated: bool = False) -> Profile:
+        """Time each kernel call on `feeds` (random inputs when None): one row per step (the
+        median of `repeat`), printed as a table. By default the steps run in order, as in a
+        run, so the rows add up to about a run's time and a kernel whose data a run brings
+        from memory is timed so; `isolated` times each step alone, repeated with its data hot
+        in cache (its speed as a kernel)."""
         profiler = getattr(self._executor, "profile", None)
         if profiler is None:
             raise InputError(f"modules for target {self.target!r} run no kernels to profile")
         inputs = self._check_feeds(feeds if feeds is not None else self.random_inputs())
-        return Profile(profiler(inputs, repeat))
+        return Profile(profiler(inputs, repeat, isolated))
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
-        """Random feeds matching the signature (standard normal floats, small integers)."""
+        """Random feeds matching the signature (standard normal floats, small integers),
+        64-byte aligned so that runs read them in place (see `aligned`)."""
         rng = np.random.default_rng(seed)
         feeds = {}
         for spec in self.inputs:
@@ -198,7 +204,7 @@ class Module:
                 feeds[spec.name] = rng.integers(0, 8, spec.shape).astype(spec.dtype)
             else:
                 feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
-        return feeds
+        return {name: aligned(value) for name, value in feeds.items()}
 
     def benchmark(self, feeds: Mapping[str, Any] | None = None, repeat: int = 20,
                   number: int = 1, warmup: int = 1) -> BenchmarkResult:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ember.backends.llvm.parallel import set_num_threads
-from ember.backends.llvm.runtime import DEFAULT_ALIGN, Kernel, _address, empty_aligned
+from ember.backends.llvm.runtime import Kernel, _address, aligned, empty_aligned
 from ember.errors import CodegenError, EmberError
 from ember.ir.graph import numpy_dtype
 from ember.runtime.program import Program
@@ -47,7 +47,7 @@ class ProgramExecutor:
         if strings:
             raise CodegenError(f"string tensors are not supported by the llvm backend "
                                f"(numeric dtypes only): {strings[:3]}; use target 'reference'")
-        self.params = [_aligned_copy(p) for p in params]
+        self.params = [_copy_aligned(p) for p in params]
         try:
             self._arena = empty_aligned(max(program.arena_bytes, 1), np.uint8)
         except MemoryError:
@@ -76,7 +76,7 @@ class ProgramExecutor:
         set_num_threads(count)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        staged = [_aligned_input(a) for a in inputs]
+        staged = [aligned(a) for a in inputs]
         slots = self._output_slots()
         with self._lock:
             for k, array in enumerate(staged):
@@ -126,13 +126,16 @@ class ProgramExecutor:
         return self._arena[index:index + buffer.nbytes].view(numpy_dtype(buffer.dtype)).reshape(
             buffer.shape)
 
-    def profile(self, inputs: list[np.ndarray], repeat: int = 5
+    def profile(self, inputs: list[np.ndarray], repeat: int = 5, isolated: bool = False
                 ) -> list[tuple[str, tuple[str, ...], float]]:
-        """(kernel, ops, median ms) per step, each step timed on its own `repeat` times after
-        one untimed run of the whole program (so every buffer holds real values)."""
-        staged = [_aligned_input(a) for a in inputs]
+        """(kernel, ops, median ms) per step, after one untimed run of the whole program (so
+        every buffer holds real values). By default each of `repeat` passes runs the steps
+        in order, as a run does, timing each: a step finds the caches as the steps before it
+        left them, so weights and caches that a run streams from memory are timed so.
+        `isolated` times each step alone, `repeat` calls in a row: its speed with its data
+        hot in cache."""
+        staged = [aligned(a) for a in inputs]
         slots = self._output_slots()
-        rows = []
         with self._lock:
             calls = []
             for step in self.program.steps:
@@ -141,23 +144,22 @@ class ProgramExecutor:
                 calls.append((step, self._kernels[step.kernel].raw, addresses))
             for _, raw, addresses in calls:
                 raw(*addresses)
-            for step, raw, addresses in calls:
-                times = []
-                for _ in range(repeat):
+            times = np.zeros((len(calls), max(1, repeat)))
+            passes = [[k] * times.shape[1] for k in range(len(calls))] if isolated else \
+                [list(range(len(calls)))] * times.shape[1]
+            for number, order in enumerate(passes):
+                for position, k in enumerate(order):
+                    _, raw, addresses = calls[k]
                     start = time.perf_counter()
                     raw(*addresses)
-                    times.append((time.perf_counter() - start) * 1e3)
-                rows.append((step.kernel, step.ops, float(np.median(times))))
-        return rows
+                    column = position if isolated else number
+                    times[k, column] = (time.perf_counter() - start) * 1e3
+        return [(step.kernel, step.ops, float(np.median(row)))
+                for (step, _, _), row in zip(calls, times)]
 
 
-def _aligned_copy(array: np.ndarray) -> np.ndarray:
+def _copy_aligned(array: np.ndarray) -> np.ndarray:
+    """An aligned copy that the executor owns (constants, which the caller may change)."""
     out = empty_aligned(array.shape, array.dtype)
     out[...] = array
     return out
-
-
-def _aligned_input(array: np.ndarray) -> np.ndarray:
-    if array.flags.c_contiguous and _address(array) % DEFAULT_ALIGN == 0:
-        return array
-    return _aligned_copy(array)

@@ -28,14 +28,17 @@ def make_model(nodes, inputs, outputs, initializers=(), ir_version=8):
                              ir_version=ir_version)
 
 
-@pytest.fixture(scope="module")
-def two_in_two_out() -> ember.Module:
+def two_in_two_out_model() -> onnx.ModelProto:
     """sum = x + y (broadcast), relu = max(sum, 0)."""
-    model = make_model(
+    return make_model(
         [helper.make_node("Add", ["x", "y"], ["sum"]), helper.make_node("Relu", ["sum"], ["relu"])],
         [tensor("x", [2, 3]), tensor("y", [3])], [tensor("sum", [2, 3]), tensor("relu", [2, 3])],
     )
-    return ember.compile(model, target="reference")
+
+
+@pytest.fixture(scope="module")
+def two_in_two_out() -> ember.Module:
+    return ember.compile(two_in_two_out_model(), target="reference")
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +212,37 @@ def test_benchmark_checks_its_feeds(two_in_two_out):
 
 def test_benchmark_with_given_feeds(two_in_two_out):
     assert two_in_two_out.benchmark({"x": X, "y": Y}, repeat=3, warmup=0).runs == 3
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["in_sequence", "isolated"])
+def test_profile_has_a_row_per_kernel_call_in_run_order(isolated):
+    module = ember.compile(two_in_two_out_model(), opt_level=0)   # two kernels, unfused
+    profile = module.profile({"x": X, "y": Y}, repeat=3, isolated=isolated)
+    assert [row.kernel for row in profile] == [step.kernel for step in module._executor.steps]
+    assert len(profile) == 2 and all(row.ms > 0 for row in profile)
+    assert sum(row.share for row in profile) == pytest.approx(1.0)
+    assert str(profile).splitlines()[0].split() == ["kernel", "ops", "ms", "share"]
+    # profiling leaves the module as it was: a run still gives the reference's answer
+    got = module.run({"x": X, "y": Y})
+    want = ember.compile(two_in_two_out_model(), target="reference").run({"x": X, "y": Y})
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_aligned_arrays_are_used_as_they_are_and_others_copied():
+    base = np.arange(40, dtype=np.float32)
+    odd = base[1:33]                                  # 4 bytes past an aligned start at best
+    copy = ember.aligned(odd)
+    assert copy.ctypes.data % 64 == 0 and copy.flags.c_contiguous
+    assert np.array_equal(copy, odd) and not np.shares_memory(copy, odd)
+    assert ember.aligned(copy) is copy
+    assert ember.aligned([[1, 2], [3, 4]], dtype=np.int64).dtype == np.int64
+    strided = ember.aligned(np.arange(12.0).reshape(3, 4).T)
+    assert strided.flags.c_contiguous and strided.ctypes.data % 64 == 0
+
+
+def test_random_inputs_are_aligned_for_in_place_runs(two_in_two_out):
+    assert all(a.ctypes.data % 64 == 0 for a in two_in_two_out.random_inputs().values())
 
 
 def test_summarize_times():
