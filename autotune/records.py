@@ -237,6 +237,18 @@ def _identity(text: str) -> tuple[str, int] | None:
     return str(Target(target.kind, kept)), _threads(target)
 
 
+def _same_threads(record: Record, target: str | Target, cpu: str | None) -> bool | None:
+    """None when `record` was not measured for `target` and its CPU (see `matches`), else
+    whether it was measured with the target's thread count."""
+    text = str(target)
+    mine, record_id = _identity(text), _identity(record.target)
+    if mine is None or record_id is None or mine[0] != record_id[0]:
+        return None
+    if record.cpu != (target_cpu(text) if cpu is None else cpu):
+        return None
+    return mine[1] == record_id[1]
+
+
 def matches(record: Record, target: str | Target, cpu: str | None = None,
             same_threads: bool = True) -> bool:
     """Whether `record` was measured for `target`: the one rule every consumer of records
@@ -247,13 +259,8 @@ def matches(record: Record, target: str | Target, cpu: str | None = None,
     "llvm -mcpu=native" on the same machine. The thread count must match too unless
     `same_threads` is False: it changes a config's speed but not its validity.
     """
-    text = str(target)
-    mine, record_id = _identity(text), _identity(record.target)
-    if mine is None or record_id is None or mine[0] != record_id[0]:
-        return False
-    if record.cpu != (target_cpu(text) if cpu is None else cpu):
-        return False
-    return not same_threads or mine[1] == record_id[1]
+    threads = _same_threads(record, target, cpu)
+    return threads is not None and (threads or not same_threads)
 
 
 def best_records(records: Iterable[Record], target: str | Target | None = None,
@@ -265,11 +272,9 @@ def best_records(records: Iterable[Record], target: str | Target | None = None,
     for record in records:
         if not record.ok:
             continue
-        exact = True
-        if target is not None:
-            if not matches(record, target, cpu, same_threads=False):
-                continue
-            exact = matches(record, target, cpu)
+        exact = True if target is None else _same_threads(record, target, cpu)
+        if exact is None:
+            continue
         rank = (not exact, record.best)
         if record.task not in best or rank < best[record.task][:2]:
             best[record.task] = (*rank, record)

@@ -89,17 +89,12 @@ def measure(shapes: list[tuple[int, int, int]], threads: int, repeat: int,
     """One row per shape and path: ember and numpy GFLOP/s at `threads` threads (numpy's
     threads are the caller's business)."""
     import ember
-    from ember.backends.llvm.runtime import empty_aligned
-
-    def aligned(array: np.ndarray) -> np.ndarray:
-        # inputs on the kernels' alignment: else every run copies them first (the "plain"
-        # path's B is a 154 MiB input for the vocabulary head), which numpy does not
-        out = empty_aligned(array.shape, array.dtype)
-        out[...] = array
-        return out
+    from ember.backends.llvm.runtime import aligned
 
     rows = []
     for m, k, n in shapes:
+        # inputs on the kernels' alignment: else every run copies them first (the "plain"
+        # path's B is a 154 MiB input for the vocabulary head), which numpy does not
         a = aligned(np.random.default_rng(0).standard_normal((m, k)).astype(np.float32))
         b = aligned(weight(k, n))
         for path in paths:

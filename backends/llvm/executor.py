@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ember.backends.llvm.parallel import set_num_threads
-from ember.backends.llvm.runtime import Kernel, _address, aligned, empty_aligned
+from ember.backends.llvm.runtime import Kernel, _address, aligned, copy_aligned, empty_aligned
 from ember.errors import CodegenError, EmberError
 from ember.ir.graph import numpy_dtype
 from ember.runtime.program import Program
@@ -47,7 +47,7 @@ class ProgramExecutor:
         if strings:
             raise CodegenError(f"string tensors are not supported by the llvm backend "
                                f"(numeric dtypes only): {strings[:3]}; use target 'reference'")
-        self.params = [_copy_aligned(p) for p in params]
+        self.params = [copy_aligned(p) for p in params]
         try:
             self._arena = empty_aligned(max(program.arena_bytes, 1), np.uint8)
         except MemoryError:
@@ -144,22 +144,22 @@ class ProgramExecutor:
                 calls.append((step, self._kernels[step.kernel].raw, addresses))
             for _, raw, addresses in calls:
                 raw(*addresses)
-            times = np.zeros((len(calls), max(1, repeat)))
-            passes = [[k] * times.shape[1] for k in range(len(calls))] if isolated else \
-                [list(range(len(calls)))] * times.shape[1]
-            for number, order in enumerate(passes):
-                for position, k in enumerate(order):
-                    _, raw, addresses = calls[k]
-                    start = time.perf_counter()
-                    raw(*addresses)
-                    column = position if isolated else number
-                    times[k, column] = (time.perf_counter() - start) * 1e3
+            repeat = max(1, repeat)
+            times = np.zeros((len(calls), repeat))
+
+            def time_call(k: int, sample: int) -> None:
+                _, raw, addresses = calls[k]
+                start = time.perf_counter()
+                raw(*addresses)
+                times[k, sample] = (time.perf_counter() - start) * 1e3
+
+            if isolated:
+                for k in range(len(calls)):
+                    for sample in range(repeat):
+                        time_call(k, sample)
+            else:
+                for sample in range(repeat):
+                    for k in range(len(calls)):
+                        time_call(k, sample)
         return [(step.kernel, step.ops, float(np.median(row)))
                 for (step, _, _), row in zip(calls, times)]
-
-
-def _copy_aligned(array: np.ndarray) -> np.ndarray:
-    """An aligned copy that the executor owns (constants, which the caller may change)."""
-    out = empty_aligned(array.shape, array.dtype)
-    out[...] = array
-    return out

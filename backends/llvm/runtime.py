@@ -81,6 +81,12 @@ def aligned(array: Any, dtype: Any = None, align: int = DEFAULT_ALIGN) -> np.nda
     array = np.asarray(array, dtype=dtype)
     if array.flags.c_contiguous and _address(array) % align == 0:
         return array
+    return copy_aligned(array, align)
+
+
+def copy_aligned(array: np.ndarray, align: int = DEFAULT_ALIGN) -> np.ndarray:
+    """A C-contiguous copy of `array` whose data start on an `align`-byte boundary (always
+    a copy: for buffers the caller must own, such as a module's constants)."""
     out = empty_aligned(array.shape, array.dtype, align)
     out[...] = array
     return out
@@ -169,8 +175,7 @@ class Kernel:
     def _stage(self, array: np.ndarray, param: ParamSpec,
                copy_back: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, int]:
         """An aligned contiguous copy of `array` (copied back after the call if written)."""
-        staged = empty_aligned(array.shape, array.dtype, self.align)
-        staged[...] = array
+        staged = copy_aligned(array, self.align)
         if param.written:
             original = next((o for o, s in copy_back if s is array), array)
             copy_back[:] = [(o, s) for o, s in copy_back if s is not array]

@@ -223,14 +223,21 @@ def test_resume_takes_only_records_of_the_same_thread_count(tmp_path, task):
     assert summary.resumed == 0 and len(load_records(path)) == 40
 
 
-def test_tune_task_resumes_from_log(tmp_path, task):
-    path = tmp_path / "tune.jsonl"
+def recording(task):
+    """A measure function of `task` that appends each config index it measures to a list;
+    (the list, the function)."""
     calls = []
 
     def measure(configs):
         calls.extend(c.index for c in configs)
         return task.measure(configs)
 
+    return calls, measure
+
+
+def test_tune_task_resumes_from_log(tmp_path, task):
+    path = tmp_path / "tune.jsonl"
+    calls, measure = recording(task)
     with RecordLog(path) as log:
         first = tune_task(task, XGBTuner(task, seed=0), measure, trials=40, log=log)
     assert first.trials == 40 and len(calls) == 40 and len(load_records(path)) == 40
@@ -320,12 +327,7 @@ def test_interrupted_tune_leaves_a_log_to_resume(tmp_path, task):
     with pytest.raises(KeyboardInterrupt), RecordLog(path) as log:
         tune_task(task, XGBTuner(task, seed=0), interrupted, trials=64, log=log)
     assert len(load_records(path)) == 32
-    fresh = []
-
-    def measure(configs):
-        fresh.extend(c.index for c in configs)
-        return task.measure(configs)
-
+    fresh, measure = recording(task)
     with RecordLog(path) as log:
         summary = tune_task(task, XGBTuner(task, seed=0), measure, trials=64, log=log)
     assert summary.resumed == 32 and summary.trials == 64 and len(fresh) == 32
